@@ -1,0 +1,204 @@
+"""One typed settings object, read once from `params.yaml`.
+
+Every stage reads only its own section, but all sections are validated together so a typo
+in any knob fails at start-up with the key's name, not halfway through a GPU run.
+Command-line overrides use DVC's `section.key=value` spelling; values parse as YAML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+
+
+class SettingsError(ValueError):
+    """params.yaml or an override is wrong; the message names the key and the fix."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(Section):
+    root: Path = Path("data/raw/generated")
+    listings: list[str] = ["amazon-books/*.csv"]
+    covers: str = "bookdepository-covers/book-covers.csv"
+    covers_format: Literal["auto", "bookdepository", "generic"] = "auto"
+
+
+class GenerateSettings(Section):
+    out_dir: Path = Path("data/raw/generated")
+    listing_rows: int = Field(3000, ge=10)
+    cover_books: int = Field(800, ge=10)
+    genres: int = Field(30, ge=2, le=30)
+    seed: int = 0
+
+
+class PathSettings(Section):
+    clean_listing: Path = Path("data/processed/listing.parquet")
+    clean_covers: Path = Path("data/processed/covers.parquet")
+    quarantine: Path = Path("data/interim/quarantine.parquet")
+    quarantine_summary: Path = Path("data/interim/quarantine_summary.md")
+    classifier_dir: Path = Path("models/classifier")
+    labeled_covers: Path = Path("data/processed/labeled_covers.parquet")
+    clip_dir: Path = Path("models/clip")
+    clip_checkpoints: Path = Path("data/interim/clip_checkpoints")
+    metrics_dir: Path = Path("metrics")
+    plots_dir: Path = Path("plots")
+
+
+class ValidateSettings(Section):
+    max_quarantine_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    title_max_chars: int = Field(400, ge=1)
+    author_max_chars: int = Field(300, ge=1)
+    genre_set: Literal["bookcover30", "book32"] = "book32"
+    min_image_side: int = Field(32, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    workers: int = Field(2, ge=1)
+
+
+class ClassifierSettings(Section):
+    candidates: list[str] = [
+        "naive_bayes",
+        "logistic_regression",
+        "logistic_regression_cv",
+        "random_forest",
+        "linear_svm",
+    ]
+    cv_folds: int = Field(5, ge=2)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    select_metric: Literal["f1_macro", "accuracy"] = "f1_macro"
+    random_forest_features: int = Field(3000, ge=10)
+    random_forest_trees: int = Field(200, ge=1)
+    n_jobs: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class LabelingSettings(Section):
+    model_uri: str = "models:/book-genre-classifier@champion"
+    caption_template: str = "{title} by {author}, {genre}"
+
+    @field_validator("caption_template")
+    @classmethod
+    def _template_fields_known(cls, template: str) -> str:
+        try:
+            template.format(title="t", author="a", genre="g", category="c")
+        except (KeyError, IndexError) as error:
+            raise ValueError(
+                f"caption_template may use {{title}}, {{author}}, {{genre}}, {{category}} only; got {error}"
+            ) from error
+        return template
+
+
+class SmallClipSettings(Section):
+    """The architecture built from CLIPConfig when no pretrained weights can be had."""
+
+    image_size: int = Field(64, ge=16)
+    patch_size: int = Field(8, ge=2)
+    hidden_size: int = Field(128, ge=16)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    projection_dim: int = Field(128, ge=8)
+    vocab_size: int = Field(4096, ge=300)
+    max_text_tokens: int = Field(32, ge=8)
+
+
+class ClipSettings(Section):
+    model: str = "small"
+    small: SmallClipSettings = SmallClipSettings()
+    max_text_tokens: int = Field(77, ge=8)
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(64, ge=2)
+    learning_rate: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = Field(0, ge=0)
+    seed: int = 0
+
+
+class EvaluateSettings(Section):
+    recall_k: list[int] = [1, 5, 10]
+    zero_shot_template: str = "a book cover of {category}"
+    sample_covers: int = Field(3, ge=1)
+    select_metric: str = "mean_recall"
+    batch_size: int = Field(128, ge=1)
+
+
+class MlflowSettings(Section):
+    experiment: str = "book-covers"
+    classifier_model_name: str = "book-genre-classifier"
+    clip_model_name: str = "book-cover-clip"
+    champion_alias: str = "champion"
+
+
+class RuntimeSettings(Section):
+    dvc_commit_after_pipeline: bool = True
+
+
+class Settings(Section):
+    data: DataSettings = DataSettings()
+    generate: GenerateSettings = GenerateSettings()
+    paths: PathSettings = PathSettings()
+    validate_: ValidateSettings = Field(ValidateSettings(), alias="validate")
+    classifier: ClassifierSettings = ClassifierSettings()
+    labeling: LabelingSettings = LabelingSettings()
+    clip: ClipSettings = ClipSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _apply_override(tree: dict[str, Any], override: str) -> None:
+    key, sep, raw_value = override.partition("=")
+    if not sep or not key.strip():
+        raise SettingsError(f"override {override!r} must read section.key=value, e.g. clip.epochs=2")
+    parts = key.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SettingsError(f"override {override!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = _parse_value(raw_value)
+
+
+def _parse_value(raw_value: str) -> Any:
+    """YAML typing (2 -> int, [1, 5] -> list); text that is not valid YAML stays a string."""
+    if not raw_value.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw_value)
+    except yaml.YAMLError:
+        return raw_value
+
+
+def load_settings(params_file: Path | str = DEFAULT_PARAMS_FILE, overrides: list[str] | None = None) -> Settings:
+    """Read params.yaml (absent means all defaults), apply overrides, validate everything."""
+    path = Path(params_file)
+    tree: dict[str, Any] = {}
+    if path.exists():
+        try:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise SettingsError(f"{path} is not valid YAML: {error}") from error
+        if not isinstance(tree, dict):
+            raise SettingsError(f"{path} must hold one mapping of sections, got {type(tree).__name__}")
+    for override in overrides or []:
+        _apply_override(tree, override)
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise SettingsError(f"{path}: {problems}") from error

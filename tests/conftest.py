@@ -1,0 +1,59 @@
+"""Shared fixtures: quiet offline environment, a tiny generated data set, an isolated project folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+for _name, _value in {
+    "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "GIT_PYTHON_REFRESH": "quiet",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+from tasks.settings import Settings, load_settings  # noqa: E402
+from tasks.synthetic import GeneratedData, generate_dataset  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+SHARED_MODELS = PROJECT_ROOT.parent / "shared" / "models"
+
+# A pipeline small enough for seconds, not minutes: 6 genres, 160 covers, a tiny CLIP.
+TINY_OVERRIDES = [
+    "classifier.cv_folds=3",
+    "classifier.random_forest_trees=20",
+    "classifier.n_jobs=1",
+    "clip.epochs=2",
+    "clip.batch_size=16",
+    "clip.small.image_size=32",
+    "clip.small.patch_size=8",
+    "clip.small.hidden_size=32",
+    "clip.small.heads=2",
+    "clip.small.projection_dim=32",
+    "clip.small.vocab_size=400",
+    "validate.workers=1",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> GeneratedData:
+    return generate_dataset(tmp_path_factory.mktemp("raw"), listing_rows=600, cover_books=160, seed=1, genres=6)
+
+
+@pytest.fixture()
+def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder as cwd, with its own MLflow database: no test sees another's registry."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path
+
+
+def tiny_overrides(data: GeneratedData) -> list[str]:
+    return [f"data.root={data.listing_csv.parents[1]}", *TINY_OVERRIDES]
+
+
+@pytest.fixture()
+def tiny_settings(project_dir: Path, tiny_data: GeneratedData) -> Settings:
+    return load_settings(project_dir / "params.yaml", tiny_overrides(tiny_data))
