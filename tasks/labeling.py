@@ -1,0 +1,72 @@
+"""Label each cover with the genre the champion classifier predicts from its title and author.
+
+Covers are labeled once per book (ISBN): the same book shelved under several categories is
+one image and one caption, which keeps duplicates out of CLIP's contrastive batches and lets
+the CLIP split be made by book.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+
+import mlflow
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.settings import Settings
+from tasks.tracking import champion_version, client
+
+log = logging.getLogger(__name__)
+
+
+def covers_by_book(covers: pd.DataFrame) -> pd.DataFrame:
+    """One row per book: its first image, title and author, and all its categories joined by '|'."""
+    categories = covers.groupby("book_id", sort=False)["category"].agg(lambda c: "|".join(sorted(set(c) - {""})))
+    first = covers.drop_duplicates("book_id", keep="first").set_index("book_id")
+    books = first[["title", "author", "image_path"]].join(categories.rename("categories")).reset_index()
+    books["category"] = books["categories"].str.split("|").str[0].fillna("")
+    return books
+
+
+def make_captions(books: pd.DataFrame, template: str) -> pd.Series:
+    return pd.Series(
+        [template.format(title=t, author=a or "unknown author", genre=g, category=c)
+         for t, a, g, c in zip(books["title"], books["author"], books["genre"], books["category"])],
+        index=books.index,
+    )
+
+
+def label_books(covers: pd.DataFrame, model: mlflow.pyfunc.PyFuncModel, template: str) -> pd.DataFrame:
+    books = covers_by_book(covers)
+    predicted = model.predict(books[["title", "author"]])
+    books["genre"] = predicted["genre"].to_numpy()
+    books["genre_probability"] = predicted["probability"].astype(float).to_numpy()
+    books["caption"] = make_captions(books, template)
+    return books
+
+
+@task(name="label-covers", cache_policy=NO_CACHE)
+def label_covers(settings: Settings) -> dict[str, object]:
+    cfg = settings.labeling
+    client()  # points mlflow at the project's tracking/registry URI
+    model = mlflow.pyfunc.load_model(cfg.model_uri)
+    covers = pd.read_parquet(settings.paths.clean_covers)
+    books = label_books(covers, model, cfg.caption_template)
+    settings.paths.labeled_covers.parent.mkdir(parents=True, exist_ok=True)
+    books.to_parquet(settings.paths.labeled_covers, index=False)
+    registry = settings.mlflow
+    metrics = {
+        "books": len(books),
+        "cover_rows": len(covers),
+        "model_uri": cfg.model_uri,
+        "model_version": champion_version(client(), registry.classifier_model_name, registry.champion_alias),
+        "mean_probability": float(books["genre_probability"].mean()) if len(books) else 0.0,
+        "genre_distribution": dict(Counter(books["genre"]).most_common()),
+    }
+    settings.paths.metrics_dir.mkdir(parents=True, exist_ok=True)
+    (settings.paths.metrics_dir / "labeling.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    log.info("labeled %d books from %d cover rows with %s", len(books), len(covers), cfg.model_uri)
+    return metrics
