@@ -1,0 +1,41 @@
+"""The command line every flow shares: `python -m flows.<stage> [--params FILE] [section.key=value ...]`.
+
+Known failures (bad params, unusable input, too much quarantined, a model that can't load)
+end with one line naming the problem and the fix, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from tasks.clip_model import ClipLoadError
+from tasks.readers import InputFileError
+from tasks.settings import DEFAULT_PARAMS_FILE, Settings, SettingsError, load_settings
+from tasks.validation import DataQualityError
+
+USER_ERRORS = (SettingsError, InputFileError, DataQualityError, ClipLoadError)
+
+
+def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS_FILE), help="params file (default: params.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="override any param, e.g. clip.epochs=2")
+    return parser.parse_args(argv)
+
+
+def run_flow(flow: Callable[..., Any], argv: list[str] | None = None, report: Callable[[Settings], str] | None = None) -> Any:
+    """Run `flow` from the command line and print `report` after it; exit 2 with one clear line on a user error."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv, getattr(flow, "description", None))
+    try:
+        result = flow(params_file=args.params, overrides=args.overrides)
+        if report is not None:
+            print(report(load_settings(args.params, args.overrides)))
+        return result
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

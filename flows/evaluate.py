@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.cli import run_flow
+from tasks.clip_eval import evaluate
+from tasks.settings import load_settings
+
+
+@flow(name="evaluate-clip")
+def evaluate_flow(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, object]:
+    """Score base vs fine-tuned CLIP on the test books; move @champion only on improvement."""
+    return evaluate(load_settings(params_file, overrides))
+
+
+if __name__ == "__main__":
+    run_flow(evaluate_flow)

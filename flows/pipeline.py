@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.cli import run_flow
+from flows.evaluate import evaluate_flow
+from flows.finetune_clip import finetune_clip_flow
+from flows.generate import generate_flow
+from flows.label_covers import label_covers_flow
+from flows.train_classifier import train_classifier_flow
+from flows.validate import validate_flow
+from tasks.settings import load_settings
+from tasks.summary import render_summary
+from tasks.versioning import record_outputs_in_dvc
+
+STAGES = (generate_flow, validate_flow, train_classifier_flow, label_covers_flow, finetune_clip_flow, evaluate_flow)
+
+
+@flow(name="book-covers-pipeline")
+def pipeline(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, object]:
+    """Validate -> classify -> label -> fine-tune CLIP -> evaluate, each stage a subflow."""
+    overrides = list(overrides or [])
+    settings = load_settings(params_file, overrides)  # fail on a bad param before any stage runs
+    results = {stage.name: stage(params_file=params_file, overrides=overrides) for stage in STAGES}
+    results["dvc"] = record_outputs_in_dvc(overrides, settings.runtime.dvc_commit_after_pipeline)
+    return results
+
+
+if __name__ == "__main__":
+    run_flow(pipeline, report=render_summary)

@@ -1,0 +1,97 @@
+"""The whole pipeline on tiny generated data: through Prefect in-process, and through DVC as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PROJECT_ROOT, TINY_OVERRIDES
+from tasks.settings import load_settings
+from tasks.tracking import champion_version, client
+
+pytestmark = pytest.mark.slow
+
+METRICS = ("validation.json", "classifier.json", "labeling.json", "clip_train.json", "clip.json")
+TINY_GENERATE = ["generate.listing_rows=600", "generate.cover_books=160", "generate.genres=6", "generate.seed=1"]
+
+
+@pytest.fixture(scope="module")
+def prefect_harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_pipeline_flow_registers_both_models_as_champions(prefect_harness: None, project_dir: Path) -> None:
+    from flows.pipeline import pipeline
+
+    overrides = [*TINY_GENERATE, *TINY_OVERRIDES]
+    results = pipeline(params_file=str(project_dir / "params.yaml"), overrides=overrides)
+    settings = load_settings(project_dir / "params.yaml", overrides)
+    for name in METRICS:
+        assert (settings.paths.metrics_dir / name).is_file(), name
+    mlflow_client = client()
+    assert champion_version(mlflow_client, "book-genre-classifier", "champion") == "1"
+    assert champion_version(mlflow_client, "book-cover-clip", "champion") == "1"
+    clip = json.loads((settings.paths.metrics_dir / "clip.json").read_text())
+    assert clip["finetuned"]["mean_recall"] > clip["base"]["mean_recall"]
+    assert results["dvc"].startswith("skipped")  # overrides must never be recorded as params.yaml's outputs
+    validation = results["validate-clean"]
+    assert validation["listing"]["rows_in"] == validation["listing"]["rows_kept"] + validation["listing"]["rows_quarantined"]
+
+
+def write_tiny_project(target: Path) -> None:
+    """A copy of the project with params.yaml shrunk, as a git + DVC repository."""
+    for name in ("flows", "tasks"):
+        shutil.copytree(PROJECT_ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT_ROOT / "dvc.yaml", target / "dvc.yaml")
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    for override in [*TINY_GENERATE, *TINY_OVERRIDES]:
+        key, value = override.split("=", 1)
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = yaml.safe_load(value)
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout + result.stderr
+
+
+def test_flow_then_dvc_status_clean_repro_reruns_only_what_changed(tmp_path: Path) -> None:
+    write_tiny_project(tmp_path)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    run(["git", "init", "-q"], tmp_path, env)
+    run([dvc, "init", "-q"], tmp_path, env)
+    run([dvc, "remote", "add", "-d", "local", str(tmp_path / "remote")], tmp_path, env)
+
+    summary = run([sys.executable, "-m", "flows.pipeline"], tmp_path, env)
+    assert "MLflow registry" in summary and "book-cover-clip" in summary
+    assert (tmp_path / "mlflow.db").is_file()
+    assert "up to date" in run([dvc, "status"], tmp_path, env)
+    assert "Running stage" not in run([dvc, "repro"], tmp_path, env)
+
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["clip"]["epochs"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = run([dvc, "repro"], tmp_path, env)
+    assert "Running stage 'finetune_clip'" in rerun and "Running stage 'evaluate'" in rerun
+    assert "Running stage 'train_classifier'" not in rerun and "Running stage 'validate'" not in rerun
+    assert "up to date" in run([dvc, "status"], tmp_path, env)
+    run([dvc, "push"], tmp_path, env)
+    assert any((tmp_path / "remote").rglob("*")), "dvc push wrote nothing to the local remote"
