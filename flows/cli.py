@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
 
 def run_flow(flow: Callable[..., Any], argv: list[str] | None = None, report: Callable[[Settings], str] | None = None) -> Any:
     """Run `flow` from the command line and print `report` after it; exit 2 with one clear line on a user error."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Prefect routes the `tasks` loggers to its console and UI (PREFECT_LOGGING_EXTRA_LOGGERS) but leaves
+    # them at the root's WARNING level; the stages' progress is INFO.
+    logging.getLogger("tasks").setLevel(logging.INFO)
     args = parse_args(argv, getattr(flow, "description", None))
     try:
         result = flow(params_file=args.params, overrides=args.overrides)

@@ -39,7 +39,7 @@ from tqdm import tqdm
 import tasks
 from tasks.serving import GenreClassifierModel, classifier_frame
 from tasks.settings import ClassifierSettings, Settings
-from tasks.tracking import client, lineage_tags, promote_if_better, register_version, tracked_run
+from tasks.tracking import client, file_md5, lineage_tags, promote_if_better, register_version, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def _register_winner(settings: Settings, mlflow_client: MlflowClient, run_id: st
             input_example=test[["title", "author"]].head(3),
         )
     description = (f"{winner.name}; CV {cfg.select_metric} {winner.cv[cfg.select_metric + '_mean']:.4f}; "
-                   f"test {winner.test}; data md5 {lineage_tags({'l': settings.paths.clean_listing}).get('data_md5.l')}")
+                   f"test {winner.test}; clean listing md5 {file_md5(settings.paths.clean_listing)}")
     version = register_version(mlflow_client, registry.classifier_model_name, info.model_uri, description)
     promotion = promote_if_better(
         mlflow_client, registry.classifier_model_name, registry.champion_alias, version,

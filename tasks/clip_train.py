@@ -32,7 +32,7 @@ from tasks.clip_data import load_images, split_frame, with_splits
 from tasks.clip_model import ClipBundle, image_features, initial_bundle, pick_device, save_bundle, text_features, tokenize
 from tasks.serving import CoverClipModel
 from tasks.settings import ClipSettings, Settings
-from tasks.tracking import client, lineage_tags, register_version, tracked_run
+from tasks.tracking import client, file_md5, lineage_tags, register_version, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def _log_run(settings: Settings, run_id: str, history: list[EpochRecord], best_e
         )
     description = (f"CLIP fine-tuned from {settings.clip.model}; best epoch {best_epoch} of {settings.clip.epochs}, "
                    f"val loss {history[best_epoch - 1].val_loss:.4f}; labeled covers md5 "
-                   f"{lineage_tags({'c': settings.paths.labeled_covers}).get('data_md5.c')}")
+                   f"{file_md5(settings.paths.labeled_covers)}")
     return register_version(mlflow_client, settings.mlflow.clip_model_name, info.model_uri, description)
 
 

@@ -17,7 +17,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.settings import Settings
-from tasks.tracking import champion_version, client
+from tasks.tracking import champion_version, client, log_stage_run
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,11 @@ def label_covers(settings: Settings) -> dict[str, object]:
         "genre_distribution": dict(Counter(books["genre"]).most_common()),
     }
     settings.paths.metrics_dir.mkdir(parents=True, exist_ok=True)
-    (settings.paths.metrics_dir / "labeling.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    metrics_file = settings.paths.metrics_dir / "labeling.json"
+    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    metrics["mlflow_run_id"] = log_stage_run(
+        registry.experiment, "label-covers", {"clean_covers": settings.paths.clean_covers, "labeled_covers": settings.paths.labeled_covers},
+        {"books": len(books), "mean_probability": metrics["mean_probability"]}, [metrics_file],
+    )
     log.info("labeled %d books from %d cover rows with %s", len(books), len(covers), cfg.model_uri)
     return metrics

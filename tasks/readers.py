@@ -48,17 +48,25 @@ class DecodedText:
 
 
 def decode_bytes(raw: bytes) -> DecodedText:
-    """UTF-8 (BOM or not) when the bytes are valid UTF-8, else latin-1, which never fails.
+    """UTF-8 (BOM or not) where the bytes are valid UTF-8, else latin-1, which never fails.
 
-    book32 is latin-1 while most modern exports are UTF-8; trying strict UTF-8 first picks the
-    right one for both, because latin-1 text with accents is almost never valid UTF-8.
+    Decided per line, because real listings mix both: book32's file is mostly UTF-8 text with
+    a few lines of stray bytes, and decoding it whole as latin-1 would turn every 'é' into 'Ã©'.
     """
     if raw.startswith(b"\xef\xbb\xbf"):
-        return DecodedText(raw[3:].decode("utf-8", errors="replace"), "utf-8-sig")
+        raw = raw[3:]
     try:
         return DecodedText(raw.decode("utf-8"), "utf-8")
     except UnicodeDecodeError:
-        return DecodedText(raw.decode("latin-1"), "latin-1")
+        pass
+    lines, fallbacks = [], 0
+    for line in raw.splitlines(keepends=True):
+        try:
+            lines.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(line.decode("latin-1"))
+            fallbacks += 1
+    return DecodedText("".join(lines), f"utf-8 with {fallbacks} latin-1 line(s)" if fallbacks < len(lines) else "latin-1")
 
 
 def _read_text(path: Path) -> DecodedText:

@@ -149,3 +149,16 @@ def promote_if_better(
         log.info("%s v%s stays a challenger: %s %.4f <= %.4f (champion: v%s)", name, version, metric, challenger_score, champion_score, current)
     mlflow_client.set_model_version_tag(name, version, f"{metric}_on_test", f"{challenger_score:.6f}")
     return Promotion(version, promoted, version if promoted else str(current or "none"), challenger_score, champion_score)
+
+
+def log_stage_run(experiment: str, run_name: str, inputs: dict[str, Path], metrics: dict[str, float],
+                  artifacts: list[Path]) -> str:
+    """One MLflow run for a stage that produces data rather than a model: its figures and reports."""
+    mlflow_client = client()
+    with tracked_run(experiment, run_name, lineage_tags(inputs)) as run_id:
+        for key, value in metrics.items():
+            mlflow_client.log_metric(run_id, key, float(value))
+        for artifact in artifacts:
+            if Path(artifact).is_file():
+                mlflow_client.log_artifact(run_id, str(artifact))
+    return run_id

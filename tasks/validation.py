@@ -26,6 +26,7 @@ from tasks.images import facts_table, probe_images
 from tasks.readers import project_relative, read_covers, read_listings
 from tasks.settings import Settings, ValidateSettings
 from tasks.taxonomy import AMAZON_GENRES, BOOKCOVER30_GENRES, BOOKDEPOSITORY_CATEGORIES
+from tasks.tracking import log_stage_run
 
 log = logging.getLogger(__name__)
 
@@ -291,5 +292,11 @@ def validate_and_clean(settings: Settings) -> dict[str, object]:
     metrics = write_outputs(settings, listing, covers)
     for outcome in (listing, covers):
         log.info("%s: %s", outcome.name, outcome.summary())
+    paths = settings.paths
+    figures = {f"{o.name}_{k}": o.summary()[k] for o in (listing, covers) for k in ("rows_in", "rows_kept", "rows_quarantined")}
+    metrics["mlflow_run_id"] = log_stage_run(
+        settings.mlflow.experiment, "validate-clean", {"clean_listing": paths.clean_listing, "clean_covers": paths.clean_covers},
+        figures, [paths.quarantine_summary, paths.metrics_dir / "validation.json"],
+    )
     enforce_threshold([listing, covers], settings.validate_.max_quarantine_fraction, settings.paths.quarantine_summary)
     return metrics
