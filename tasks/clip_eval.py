@@ -34,8 +34,9 @@ def recall_at_k(similarity: np.ndarray, ks: list[int]) -> dict[str, float]:
     if n == 0:
         return {}
     diagonal = similarity[np.arange(n), np.arange(n)]
-    image_rank = (similarity > diagonal[:, None]).sum(axis=1)  # texts scored above the true caption
-    text_rank = (similarity > diagonal[None, :]).sum(axis=0)  # covers scored above the true cover
+    # Other texts (covers) scoring at least as high as the true one: ties count against the model.
+    image_rank = (similarity >= diagonal[:, None]).sum(axis=1) - 1
+    text_rank = (similarity >= diagonal[None, :]).sum(axis=0) - 1
     metrics = {}
     for k in ks:
         metrics[f"image_to_text_R@{k}"] = float((image_rank < k).mean())

@@ -33,7 +33,7 @@ def covers_by_book(covers: pd.DataFrame) -> pd.DataFrame:
 
 def make_captions(books: pd.DataFrame, template: str) -> pd.Series:
     return pd.Series(
-        [template.format(title=t, author=a or "unknown author", genre=g, category=c)
+        [template.format(title=t, author=a if isinstance(a, str) and a else "unknown author", genre=g, category=c)
          for t, a, g, c in zip(books["title"], books["author"], books["genre"], books["category"])],
         index=books.index,
     )

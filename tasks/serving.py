@@ -33,10 +33,11 @@ class GenreClassifierModel(PythonModel):
         self.pipeline = pipeline
 
     def predict(self, context: PythonModelContext | None, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        probabilities = self.pipeline.predict_proba(classifier_frame(pd.DataFrame(model_input)))
+        frame = pd.DataFrame(model_input)
+        probabilities = self.pipeline.predict_proba(classifier_frame(frame))
         best = np.argmax(probabilities, axis=1)
         classes = np.asarray(self.pipeline.classes_)
-        return pd.DataFrame({"genre": classes[best], "probability": probabilities[np.arange(len(best)), best]})
+        return pd.DataFrame({"genre": classes[best], "probability": probabilities[np.arange(len(best)), best]}, index=frame.index)
 
 
 class CoverClipModel(PythonModel):
