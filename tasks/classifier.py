@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -46,11 +47,21 @@ log = logging.getLogger(__name__)
 MODEL_PIP_REQUIREMENTS = ["scikit-learn", "pandas", "numpy", "mlflow"]
 
 
+def author_tokens(author: str) -> list[str]:
+    """The author's name parts and whole name as features, plus one token every row has.
+
+    The constant token keeps the vocabulary non-empty when a listing has no authors at all
+    (the 'Category,Title' table), where a plain vectorizer would refuse to fit.
+    """
+    parts = [part for part in re.findall(r"\w+", author.lower()) if len(part) > 1]
+    return ["<any>", *(f"part:{part}" for part in parts), *([f"name:{' '.join(parts)}"] if parts else [])]
+
+
 def text_features() -> ColumnTransformer:
-    """Word uni+bigrams of the title and the author's name tokens, TF-IDF weighted."""
+    """Word uni+bigrams of the title and the author's name, TF-IDF weighted."""
     return ColumnTransformer([
         ("title", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, strip_accents="unicode", min_df=2), "title"),
-        ("author", TfidfVectorizer(strip_accents="unicode", min_df=2), "author"),
+        ("author", TfidfVectorizer(analyzer=author_tokens, min_df=2), "author"),
     ])
 
 
@@ -127,9 +138,18 @@ def evaluate_candidate(name: str, train: pd.DataFrame, test: pd.DataFrame, setti
     return CandidateResult(name, cv_scores, test_scores, time.perf_counter() - started, model)
 
 
+def hyperparameters(model: Pipeline | GridSearchCV) -> dict[str, object]:
+    """The final estimator's scalar settings (C, alpha, n_estimators, ...), for the candidate's MLflow run."""
+    estimator = model.best_estimator_ if isinstance(model, GridSearchCV) else model
+    params = estimator.named_steps["model"].get_params(deep=False)
+    return {f"model.{key}": value for key, value in params.items() if isinstance(value, (int, float, str, bool))}
+
+
 def _log_candidate(mlflow_client: MlflowClient, result: CandidateResult, parent_run_id: str, experiment: str, tags: dict[str, str]) -> None:
     with tracked_run(experiment, f"candidate-{result.name}", tags, parent_run_id=parent_run_id) as run_id:
         mlflow_client.log_param(run_id, "candidate", result.name)
+        for key, value in hyperparameters(result.model).items():
+            mlflow_client.log_param(run_id, key, value)
         if isinstance(result.model, GridSearchCV):
             for key, value in result.model.best_params_.items():
                 mlflow_client.log_param(run_id, f"best_{key}", value)

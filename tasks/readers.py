@@ -229,10 +229,11 @@ LISTING_READERS = {
 }
 
 
-def read_listing(path: Path) -> pd.DataFrame:
-    """Any supported listing file, its layout sniffed from the first row."""
+def read_listing(path: Path, listing_format: str = "auto") -> pd.DataFrame:
+    """A listing file in the given layout, or with its layout sniffed from the first row ("auto")."""
     decoded = _read_text(path)
-    return LISTING_READERS[sniff_listing_format(path, decoded.text)](path, decoded)
+    detected = sniff_listing_format(path, decoded.text) if listing_format == "auto" else listing_format
+    return LISTING_READERS[detected](path, decoded)
 
 
 def resolve_listing_paths(root: Path, patterns: list[str]) -> list[Path]:
@@ -245,8 +246,8 @@ def resolve_listing_paths(root: Path, patterns: list[str]) -> list[Path]:
     return paths
 
 
-def read_listings(root: Path, patterns: list[str]) -> pd.DataFrame:
-    frames = [read_listing(path) for path in resolve_listing_paths(root, patterns)]
+def read_listings(root: Path, patterns: list[str], listing_format: str = "auto") -> pd.DataFrame:
+    frames = [read_listing(path, listing_format) for path in resolve_listing_paths(root, patterns)]
     return pd.concat(frames, ignore_index=True)[LISTING_COLUMNS]
 
 

@@ -27,6 +27,7 @@ class Section(BaseModel):
 class DataSettings(Section):
     root: Path = Path("data/raw/generated")
     listings: list[str] = ["amazon-books/*.csv"]
+    listing_format: Literal["auto", "amazon", "category_title", "generic"] = "auto"
     covers: str = "bookdepository-covers/book-covers.csv"
     covers_format: Literal["auto", "bookdepository", "generic"] = "auto"
 

@@ -286,7 +286,7 @@ def enforce_threshold(outcomes: list[TableOutcome], max_fraction: float, summary
 def validate_and_clean(settings: Settings) -> dict[str, object]:
     """Read both inputs, validate, write clean Parquet + quarantine; fail above the threshold."""
     data = settings.data
-    listing = validate_listing(read_listings(data.root, data.listings), settings.validate_)
+    listing = validate_listing(read_listings(data.root, data.listings, data.listing_format), settings.validate_)
     covers_frame, covers_format = read_covers(data.root / data.covers, data.covers_format)
     covers = validate_covers(covers_frame, covers_format, settings.validate_)
     metrics = write_outputs(settings, listing, covers)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.classifier import build_candidate, is_test_book, split_listing, train_and_select
+from tasks.classifier import build_candidate, hyperparameters, is_test_book, split_listing, train_and_select
 from tasks.serving import GenreClassifierModel, classifier_frame
 from tasks.settings import ClassifierSettings, Settings
 from tasks.tracking import champion_version, client
@@ -84,3 +84,18 @@ def test_stage_registers_the_winner_and_guards_the_champion(tiny_settings: Setti
     candidate_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
     assert len(candidate_runs) == 2 * len(CANDIDATES)
     assert all("git_commit" in r.data.tags and "data_md5.clean_listing" in r.data.tags for r in runs)
+
+
+def test_a_listing_without_authors_still_trains(small_listing: pd.DataFrame) -> None:
+    """The 'Category,Title' table has no author column at all; the author features must not break the fit."""
+    no_authors = small_listing.assign(author="")
+    for name in ("naive_bayes", "linear_svm"):
+        model = build_candidate(name, ClassifierSettings()).fit(classifier_frame(no_authors), no_authors["genre"])
+        assert (model.predict(classifier_frame(no_authors)) == no_authors["genre"]).mean() > 0.9
+
+
+def test_candidate_hyperparameters_are_logged_as_scalars(small_listing: pd.DataFrame) -> None:
+    model = build_candidate("logistic_regression_cv", ClassifierSettings()).fit(classifier_frame(small_listing), small_listing["genre"])
+    params = hyperparameters(model)
+    assert params["model.C"] in (1.0, 4.0, 16.0)
+    assert all(isinstance(v, (int, float, str, bool)) for v in params.values())

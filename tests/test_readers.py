@@ -100,3 +100,10 @@ def test_generic_covers_need_title_and_image_columns(tmp_path: Path) -> None:
 def test_generic_covers_with_forced_format_and_missing_column(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match="missing column"):
         read_covers(write(tmp_path / "c.csv", b"title,author\nDune,Frank\n"), "generic")
+
+
+def test_listing_format_can_be_forced(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.csv", b"title,category\nDune,Science Fiction & Fantasy\n")
+    assert read_listing(path, "generic").loc[0, "genre"] == "Science Fiction & Fantasy"
+    forced = read_listing(path, "amazon")  # the user said book32: a 2-field row is a parse error, not a guess
+    assert forced["parse_error"].str.startswith("wrong_column_count").all()
