@@ -154,6 +154,13 @@ def _row_dict(header: list[str], row: list[str]) -> tuple[dict[str, str], str | 
     return dict(zip(header, row)), None
 
 
+def _identity(fields: dict[str, str], id_column: str | None) -> dict[str, object]:
+    """Title, author and book id of a generic row; rows without an id get one from title + author."""
+    title, author = _cell(fields.get("title")), _cell(fields.get("author"))
+    book_id = _cell(fields.get(id_column)) if id_column else None
+    return {"book_id": book_id or (title_book_id(title, author) if title else None), "title": title, "author": author}
+
+
 def _listing_frame(records: list[dict[str, object]], path: Path, decoded: DecodedText) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records, columns=LISTING_COLUMNS)
     log.info("read %d listing rows from %s (%s)", len(frame), path, decoded.encoding)
@@ -212,12 +219,9 @@ def read_generic_listing(path: Path, decoded: DecodedText) -> pd.DataFrame:
     records: list[dict[str, object]] = []
     for number, row in body:
         fields, error = _row_dict(header, row)
-        title, author = _cell(fields.get("title")), _cell(fields.get("author"))
-        book_id = _cell(fields.get(id_column)) if id_column else None
         records.append({
             "source_file": str(path), "source_row": number, "parse_error": error,
-            "book_id": book_id or (title_book_id(title, author) if title else None),
-            "title": title, "author": author, "genre": _cell(fields.get(genre_column)),
+            **_identity(fields, id_column), "genre": _cell(fields.get(genre_column)),
         })
     return _listing_frame(records, path, decoded)
 
@@ -277,12 +281,9 @@ def read_generic_covers(path: Path, decoded: DecodedText) -> pd.DataFrame:
     records: list[dict[str, object]] = []
     for number, row in body:
         fields, error = _row_dict(header, row)
-        title, author = _cell(fields.get("title")), _cell(fields.get("author"))
-        book_id = _cell(fields.get(id_column)) if id_column else None
         records.append({
             "source_file": str(path), "source_row": number, "parse_error": error,
-            "book_id": book_id or (title_book_id(title, author) if title else None),
-            "title": title, "author": author, "category": _cell(fields.get("category")),
+            **_identity(fields, id_column), "category": _cell(fields.get("category")),
             "image_ref": _cell(fields.get("image")), "image_root": str(path.parent),
         })
     return pd.DataFrame.from_records(records, columns=COVER_COLUMNS)
