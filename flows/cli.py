@@ -20,6 +20,16 @@ from tasks.validation import DataQualityError
 USER_ERRORS = (SettingsError, InputFileError, DataQualityError, ClipLoadError)
 
 
+class UserErrorsWithoutTraceback(logging.Filter):
+    """A user error is explained by its message; a traceback would only hide the fix behind noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default=str(DEFAULT_PARAMS_FILE), help="params file (default: params.yaml)")
@@ -32,8 +42,11 @@ def run_flow(flow: Callable[..., Any], argv: list[str] | None = None, report: Ca
     # Prefect routes the `tasks` loggers to its console and UI (PREFECT_LOGGING_EXTRA_LOGGERS) but leaves
     # them at the root's WARNING level; the stages' progress is INFO.
     logging.getLogger("tasks").setLevel(logging.INFO)
+    for engine_logger in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(engine_logger).addFilter(UserErrorsWithoutTraceback())
     args = parse_args(argv, getattr(flow, "description", None))
     try:
+        load_settings(args.params, args.overrides)  # a bad param fails here, before a flow run exists
         result = flow(params_file=args.params, overrides=args.overrides)
         if report is not None:
             print(report(load_settings(args.params, args.overrides)))

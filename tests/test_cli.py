@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from flows.cli import UserErrorsWithoutTraceback, run_flow
+from tasks.validation import DataQualityError
+
+
+def never_called(**_: object) -> None:
+    raise AssertionError("the flow must not start when params are wrong")
+
+
+def test_bad_param_exits_2_with_one_line_and_no_flow_run(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run_flow(never_called, ["--params", str(tmp_path / "params.yaml"), "clip.epoch=3"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "clip.epoch" in err and "\n" not in err
+
+
+def record_with(error: BaseException) -> logging.LogRecord:
+    try:
+        raise error
+    except BaseException:
+        return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+
+
+def test_user_errors_lose_their_traceback_other_errors_keep_it() -> None:
+    user = record_with(DataQualityError("too much quarantined"))
+    bug = record_with(ZeroDivisionError("a real bug"))
+    keep = UserErrorsWithoutTraceback()
+    assert keep.filter(user) and keep.filter(bug)
+    assert user.exc_info is None
+    assert bug.exc_info is not None
