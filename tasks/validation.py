@@ -23,7 +23,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.images import facts_table, probe_images
-from tasks.readers import project_relative, read_covers, read_listings
+from tasks.readers import COVER_COLUMNS, LISTING_COLUMNS, project_relative, read_covers, read_listings
 from tasks.settings import Settings, ValidateSettings
 from tasks.taxonomy import AMAZON_GENRES, BOOKCOVER30_GENRES, BOOKDEPOSITORY_CATEGORIES
 from tasks.tracking import log_stage_run
@@ -89,7 +89,10 @@ def run_suite(frame: pd.DataFrame, suite_name: str, checks: list[Expectation]) -
         if outcome.success:
             continue
         reason = outcome.expectation_config.meta["reason"]
-        for unexpected in outcome.result.get("unexpected_index_list") or []:
+        if "unexpected_index_list" not in outcome.result:  # a table-level expectation: no row to blame
+            raise DataQualityError(f"{suite_name}: {reason} ({outcome.expectation_config.type}, "
+                                   f"observed {outcome.result.get('observed_value')}); the input cannot be used as it is")
+        for unexpected in outcome.result["unexpected_index_list"]:
             flagged.setdefault(int(unexpected["row_id"]), []).append(reason)
     return flagged
 
@@ -138,7 +141,15 @@ def _with_row_ids(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def require_columns(frame: pd.DataFrame, name: str, columns: list[str]) -> None:
+    """Table-level check before any row-level one: the columns the stage reads are all there."""
+    run_suite(frame.head(0), f"{name}_table", [
+        check("columns_missing", gx.expectations.ExpectTableColumnsToMatchSet, column_set=columns, exact_match=False),
+    ])
+
+
 def validate_listing(frame: pd.DataFrame, settings: ValidateSettings) -> TableOutcome:
+    require_columns(frame, "listing", LISTING_COLUMNS)
     frame = _with_row_ids(frame)
     frame["title_key"] = frame["title"].str.lower().str.split().str.join(" ") + "\x1f" + frame["author"].fillna("").str.lower()
     kept, quarantined = _check_rows_then_uniqueness(frame, "listing", listing_checks(settings), ["book_id"], "genre")
@@ -204,6 +215,7 @@ def _add_image_facts(frame: pd.DataFrame, settings: ValidateSettings) -> pd.Data
 
 
 def validate_covers(frame: pd.DataFrame, covers_format: str, settings: ValidateSettings) -> TableOutcome:
+    require_columns(frame, "covers", COVER_COLUMNS)
     frame = _add_image_facts(_with_row_ids(frame), settings)
     kept, quarantined = _check_rows_then_uniqueness(
         frame, "covers", cover_checks(settings, covers_format), ["book_id", "category"], "image_ref"

@@ -129,3 +129,9 @@ def test_stage_writes_clean_parquet_quarantine_and_metrics(tiny_settings: Settin
     assert saved["listing"] == metrics["listing"] and saved["covers"] == metrics["covers"]
     assert metrics["mlflow_run_id"]
     assert paths.quarantine_summary.read_text().startswith("# Quarantine summary")
+
+
+def test_a_table_without_a_required_column_stops_with_a_clear_error() -> None:
+    frame = listing([("1", "Title", "A", "Travel")]).drop(columns=["genre"])
+    with pytest.raises(DataQualityError, match="columns_missing"):
+        validate_listing(frame, SETTINGS)
