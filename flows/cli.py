@@ -12,12 +12,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tasks.clip_model import ClipLoadError
-from tasks.readers import InputFileError
+from tasks.errors import UserError
 from tasks.settings import DEFAULT_PARAMS_FILE, Settings, SettingsError, load_settings
-from tasks.validation import DataQualityError
 
-USER_ERRORS = (SettingsError, InputFileError, DataQualityError, ClipLoadError)
+USER_ERRORS = (SettingsError, UserError)
 
 
 class UserErrorsWithoutTraceback(logging.Filter):

@@ -31,16 +31,18 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.feature_selection import SelectKBest, chi2
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold, cross_validate
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
 import tasks
+from tasks.errors import DataQualityError, ModelLoadError, require_inputs
+from tasks.readers import normalized_text
 from tasks.serving import GenreClassifierModel, classifier_frame
 from tasks.settings import ClassifierSettings, Settings
-from tasks.tracking import client, file_md5, lineage_tags, promote_if_better, register_version, tracked_run
+from tasks.tracking import champion_version, client, file_md5, lineage_tags, promote_if_better, register_version, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +95,17 @@ def build_candidate(name: str, settings: ClassifierSettings) -> Pipeline | GridS
                      "logistic_regression_cv, random_forest, linear_svm")
 
 
-def is_test_book(book_id: str, test_fraction: float) -> bool:
-    """Stable membership of the held-out split: a hash of the id, not a random draw."""
-    bucket = int(hashlib.md5(str(book_id).encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+def is_test_book(title_key: str, test_fraction: float) -> bool:
+    """Stable membership of the held-out split: a hash of the normalised title, not a random draw.
+
+    Hashing the title rather than the id keeps every edition and re-listing of a title on one side.
+    """
+    bucket = int(hashlib.md5(str(title_key).encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
     return bucket < test_fraction
 
 
 def split_listing(listing: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    in_test = listing["book_id"].map(lambda book_id: is_test_book(book_id, test_fraction))
+    in_test = normalized_text(listing["title"]).map(lambda key: is_test_book(key, test_fraction))
     return listing[~in_test].reset_index(drop=True), listing[in_test].reset_index(drop=True)
 
 
@@ -126,9 +131,13 @@ class CandidateResult:
 def evaluate_candidate(name: str, train: pd.DataFrame, test: pd.DataFrame, settings: ClassifierSettings) -> CandidateResult:
     """k-fold CV on the training split, then a refit on all of it, scored once on the test split."""
     started = time.perf_counter()
-    folds = StratifiedKFold(settings.cv_folds, shuffle=True, random_state=settings.seed)
-    cv = cross_validate(build_candidate(name, settings), classifier_frame(train), train["genre"],
-                        cv=folds, scoring=["accuracy", "f1_macro"], n_jobs=settings.n_jobs)
+    folds = StratifiedGroupKFold(settings.cv_folds, shuffle=True, random_state=settings.seed)
+    try:
+        cv = cross_validate(build_candidate(name, settings), classifier_frame(train), train["genre"],
+                            groups=normalized_text(train["title"]), cv=folds, scoring=["accuracy", "f1_macro"],
+                            n_jobs=settings.n_jobs, error_score="raise")
+    except ValueError as error:
+        raise DataQualityError(f"classifier candidate {name} could not be cross-validated: {error}") from error
     model = build_candidate(name, settings).fit(classifier_frame(train), train["genre"])
     cv_scores = {
         f"{metric}_{stat}": float(getattr(cv[f"test_{metric}"], stat)())
@@ -160,12 +169,19 @@ def _log_candidate(mlflow_client: MlflowClient, result: CandidateResult, parent_
         mlflow_client.log_metric(run_id, "fit_seconds", result.fit_seconds)
 
 
-def champion_score_on(test: pd.DataFrame, model_uri: str, metric: str) -> float | None:
-    """Score the current champion on this run's test split, or None when there is none."""
+def champion_score_on(test: pd.DataFrame, model_uri: str, metric: str, exists: bool) -> float | None:
+    """Score the current champion on this run's test split, or None when there is none.
+
+    A champion that exists but cannot be loaded is an error, never 'no champion': that would
+    let any challenger take the alias.
+    """
+    if not exists:
+        return None
     try:
         champion = mlflow.pyfunc.load_model(model_uri)
-    except mlflow.exceptions.MlflowException:
-        return None
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        raise ModelLoadError(f"the current champion {model_uri} cannot be loaded ({error}); "
+                             "restore its artifacts or remove the alias before training a challenger") from error
     predicted = champion.predict(test[["title", "author"]])["genre"].to_numpy()
     return scores(test["genre"], predicted)[metric]
 
@@ -191,10 +207,11 @@ def _export_champion(model_uri: str, target: Path, record: dict[str, object]) ->
 @task(name="train-and-select-classifier", cache_policy=NO_CACHE)
 def train_and_select(settings: Settings) -> dict[str, object]:
     cfg, registry = settings.classifier, settings.mlflow
+    require_inputs("train_classifier", settings.paths.clean_listing)
     listing = pd.read_parquet(settings.paths.clean_listing)
     train, test = split_listing(listing, cfg.test_fraction)
     if train["genre"].nunique() < 2 or test.empty:
-        raise ValueError(f"{settings.paths.clean_listing}: need at least two genres and a non-empty test split "
+        raise DataQualityError(f"{settings.paths.clean_listing}: need at least two genres and a non-empty test split "
                          f"(have {train['genre'].nunique()} genres, {len(test)} test rows)")
     log.info("classifier: %d train rows, %d test rows, %d genres", len(train), len(test), train["genre"].nunique())
     mlflow_client = client()
@@ -206,7 +223,7 @@ def train_and_select(settings: Settings) -> dict[str, object]:
             log.info("%s: cv %s, test %s, %.1fs", name, result.cv, result.test, result.fit_seconds)
             _log_candidate(mlflow_client, result, parent_run_id, registry.experiment, tags)
             results.append(result)
-        winner = max(results, key=lambda r: r.cv[f"{cfg.select_metric}_mean"])
+        winner = max(results, key=lambda r: np.nan_to_num(r.cv[f"{cfg.select_metric}_mean"], nan=-np.inf))
         outcome = _register_winner(settings, mlflow_client, parent_run_id, winner, test)
         metrics = {
             "train_rows": len(train), "test_rows": len(test), "genres": int(train["genre"].nunique()),
@@ -226,7 +243,8 @@ def train_and_select(settings: Settings) -> dict[str, object]:
 def _register_winner(settings: Settings, mlflow_client: MlflowClient, run_id: str, winner: CandidateResult, test: pd.DataFrame) -> dict[str, object]:
     cfg, registry = settings.classifier, settings.mlflow
     champion_uri = f"models:/{registry.classifier_model_name}@{registry.champion_alias}"
-    champion_score = champion_score_on(test, champion_uri, cfg.select_metric)
+    existing = champion_version(mlflow_client, registry.classifier_model_name, registry.champion_alias)
+    champion_score = champion_score_on(test, champion_uri, cfg.select_metric, existing is not None)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=GenreClassifierModel(winner.model),
@@ -240,5 +258,9 @@ def _register_winner(settings: Settings, mlflow_client: MlflowClient, run_id: st
         mlflow_client, registry.classifier_model_name, registry.champion_alias, version,
         winner.test[cfg.select_metric], champion_score, cfg.select_metric,
     )
-    _export_champion(champion_uri, settings.paths.classifier_dir, promotion.as_dict())
+    # Only what identifies the champion: a challenger that lost must not change this DVC output.
+    champion_record = {"name": registry.classifier_model_name, "alias": registry.champion_alias,
+                       "version": promotion.champion_version,
+                       f"{cfg.select_metric}_on_test": promotion.challenger_score if promotion.promoted else champion_score}
+    _export_champion(champion_uri, settings.paths.classifier_dir, champion_record)
     return promotion.as_dict()

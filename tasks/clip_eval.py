@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.clip_data import load_images, split_frame, with_splits
 from tasks.clip_model import ClipBundle, embed_images, embed_texts, initial_bundle, load_saved_clip, pick_device
+from tasks.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.settings import EvaluateSettings, Settings
 from tasks.taxonomy import readable_category
 from tasks.tracking import champion_version, client, lineage_tags, promote_if_better, tracked_run
@@ -33,6 +34,7 @@ def recall_at_k(similarity: np.ndarray, ks: list[int]) -> dict[str, float]:
     n = len(similarity)
     if n == 0:
         return {}
+    similarity = np.nan_to_num(similarity, nan=-np.inf)  # a NaN score (a diverged model) finds nothing
     diagonal = similarity[np.arange(n), np.arange(n)]
     # Other texts (covers) scoring at least as high as the true one: ties count against the model.
     image_rank = (similarity >= diagonal[:, None]).sum(axis=1) - 1
@@ -78,13 +80,31 @@ def title_similarity_table(bundles: dict[str, ClipBundle], embeds: dict[str, np.
     return pd.DataFrame(rows)
 
 
-def _champion_bundle(settings: Settings, device: str) -> ClipBundle | None:
+def _champion_bundle(settings: Settings, device: str) -> ClipBundle:
+    """The current champion, which exists: failing to load it is an error, never 'no champion'."""
     uri = f"models:/{settings.mlflow.clip_model_name}@{settings.mlflow.champion_alias}"
     try:
-        folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}", dst_path=tempfile.mkdtemp(prefix="clip-champion-"))
-    except MlflowException:
-        return None
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="clip-champion-"))
+    except (MlflowException, OSError) as error:
+        raise ModelLoadError(f"the current champion {uri} cannot be loaded ({error}); restore its artifacts "
+                             "or remove the alias before evaluating a challenger") from error
     return load_saved_clip(Path(folder) / "artifacts" / "clip", device)
+
+
+class TestCovers:
+    """The test covers, decoded once per image size: a champion may see at another resolution."""
+
+    def __init__(self, books: pd.DataFrame) -> None:
+        self.paths = books["image_path"].tolist()
+        self.by_size: dict[int, np.ndarray] = {}
+
+    def at(self, size: int) -> np.ndarray:
+        if size not in self.by_size:
+            images, ok = load_images(self.paths, size, desc=f"decode test covers at {size}px")
+            if not ok.all():
+                raise DataQualityError(f"{(~ok).sum()} test covers no longer decode; rerun the validate stage")
+            self.by_size[size] = images
+        return self.by_size[size]
 
 
 def _write_outputs(settings: Settings, report: dict[str, object], table: pd.DataFrame) -> None:
@@ -102,22 +122,23 @@ def _write_outputs(settings: Settings, report: dict[str, object], table: pd.Data
 def evaluate(settings: Settings) -> dict[str, object]:
     cfg, paths, registry = settings.evaluate, settings.paths, settings.mlflow
     books = split_frame(with_splits(pd.read_parquet(paths.labeled_covers), settings.clip.val_fraction, settings.clip.test_fraction), "test")
+    require_inputs("evaluate", paths.labeled_covers, paths.clip_dir, paths.metrics_dir / "clip_train.json")
     trained = json.loads((paths.metrics_dir / "clip_train.json").read_text(encoding="utf-8"))
     device = pick_device(settings.clip.device)
     finetuned = load_saved_clip(paths.clip_dir, settings.clip.device)
     base = initial_bundle(settings.clip, None, paths.clip_dir, device)
-    images, ok = load_images(books["image_path"].tolist(), finetuned.image_size, desc="decode test covers")
-    books = books[ok].reset_index(drop=True)
-    base_metrics, base_embeds = score_model(base, images, books, cfg)
-    tuned_metrics, tuned_embeds = score_model(finetuned, images, books, cfg)
+    covers = TestCovers(books)
+    base_metrics, base_embeds = score_model(base, covers.at(base.image_size), books, cfg)
+    tuned_metrics, tuned_embeds = score_model(finetuned, covers.at(finetuned.image_size), books, cfg)
     table = title_similarity_table({"base": base, "finetuned": finetuned}, {"base": base_embeds, "finetuned": tuned_embeds}, books, cfg.sample_covers)
     if cfg.select_metric not in tuned_metrics:
-        raise ValueError(f"evaluate.select_metric={cfg.select_metric!r} is not one of {sorted(tuned_metrics)}")
+        raise DataQualityError(f"evaluate.select_metric={cfg.select_metric!r} is not one of {sorted(tuned_metrics)}")
     mlflow_client = client()
     current = champion_version(mlflow_client, registry.clip_model_name, registry.champion_alias)
     champion = _champion_bundle(settings, settings.clip.device) if current and current != trained["registered_version"] else None
     # Without a champion the fine-tuned model must at least beat the model it started from.
-    reference = score_model(champion, images, books, cfg)[0][cfg.select_metric] if champion else base_metrics[cfg.select_metric]
+    reference = (score_model(champion, covers.at(champion.image_size), books, cfg)[0][cfg.select_metric]
+                 if champion else base_metrics[cfg.select_metric])
     if current == trained["registered_version"]:
         reference = None  # re-evaluating the champion itself: keep it
     promotion = promote_if_better(mlflow_client, registry.clip_model_name, registry.champion_alias,

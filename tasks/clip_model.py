@@ -25,6 +25,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from tasks.errors import ModelLoadError
 from tasks.settings import ClipSettings, SmallClipSettings
 
 try:  # transformers 5: the PIL backend, which needs no torchvision (torchvision is not installed here).
@@ -39,7 +40,7 @@ SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>", "<|unk|>", "<|pad|>")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
-class ClipLoadError(RuntimeError):
+class ClipLoadError(ModelLoadError):
     """The configured CLIP could not be loaded; the message says what to change."""
 
 
@@ -142,7 +143,7 @@ def load_source(source: str, cfg: ClipSettings, offline: bool, seed: int, device
             log.warning("%s has no weights: the CLIP architecture is randomly initialised (seed %d)", source, seed)
             model = _random_init(CLIPConfig.from_pretrained(source), seed)
         else:
-            model = CLIPModel.from_pretrained(source, local_files_only=offline)
+            model = CLIPModel.from_pretrained(source, local_files_only=offline, dtype=torch.float32)
     except OSError as error:
         raise ClipLoadError(f"could not load CLIP from {source!r}: {error}") from error
     max_tokens = min(cfg.max_text_tokens, model.config.text_config.max_position_embeddings)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 import tasks
 from tasks.clip_data import load_images, split_frame, with_splits
 from tasks.clip_model import ClipBundle, image_features, initial_bundle, pick_device, save_bundle, text_features, tokenize
+from tasks.errors import DataQualityError, require_inputs
 from tasks.serving import CoverClipModel
 from tasks.settings import ClipSettings, Settings
 from tasks.tracking import client, file_md5, lineage_tags, register_version, tracked_run
@@ -143,6 +144,9 @@ def train(bundle: ClipBundle, train_pairs: PairSet, val_pairs: PairSet, cfg: Cli
             best_epoch, best_loss = epoch, record.val_loss
         log.info("epoch %d: train %.4f, val %.4f, %.0f pairs/s", epoch, record.train_loss, record.val_loss, record.pairs_per_second)
         on_epoch(record)
+    if best_epoch == 0:
+        raise DataQualityError(f"CLIP training diverged: no epoch had a finite validation loss "
+                               f"({[r.val_loss for r in history]}); lower clip.learning_rate")
     load_model(bundle.model, str(checkpoints / f"epoch-{best_epoch:03d}.safetensors"), device=str(bundle.device))
     return history, best_epoch
 
@@ -182,11 +186,15 @@ def fine_tune(settings: Settings) -> dict[str, object]:
     cfg, paths = settings.clip, settings.paths
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    require_inputs("finetune_clip", paths.labeled_covers)
     books = with_splits(pd.read_parquet(paths.labeled_covers), cfg.val_fraction, cfg.test_fraction)
     train_books, val_books = split_frame(books, "train"), split_frame(books, "val")
-    if len(train_books) < 2 or len(val_books) < 2:
-        raise ValueError(f"{paths.labeled_covers}: {len(train_books)} train and {len(val_books)} validation books; "
-                         "CLIP needs at least 2 of each (add covers or change clip.val_fraction)")
+    test_books, needed_for_recall = split_frame(books, "test"), max(settings.evaluate.recall_k)
+    if len(train_books) < 2 or len(val_books) < 2 or len(test_books) <= needed_for_recall:
+        raise DataQualityError(
+            f"{paths.labeled_covers}: {len(train_books)} train, {len(val_books)} validation, {len(test_books)} test books; "
+            f"CLIP needs 2+ to train and validate and more than {needed_for_recall} (max evaluate.recall_k) to test. "
+            "Add covers or change clip.val_fraction / clip.test_fraction")
     device = pick_device(cfg.device)
     bundle = initial_bundle(cfg, train_books["caption"].tolist(), None, device)
     train_pairs, val_pairs = pair_set(train_books, bundle.image_size), pair_set(val_books, bundle.image_size)

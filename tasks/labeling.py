@@ -1,8 +1,9 @@
 """Label each cover with the genre the champion classifier predicts from its title and author.
 
-Covers are labeled once per book (ISBN): the same book shelved under several categories is
-one image and one caption, which keeps duplicates out of CLIP's contrastive batches and lets
-the CLIP split be made by book.
+Covers are labeled once per book: the same book shelved under several categories (same ISBN),
+or sold in several editions (same title and author, other ISBNs), is one image and one caption.
+That keeps twins out of CLIP's contrastive batches, where they would be false negatives, and
+out of opposite sides of the train/test split, where they would inflate recall.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.errors import ModelLoadError, require_inputs
+from tasks.readers import normalized_text
 from tasks.settings import Settings
 from tasks.tracking import champion_version, client, log_stage_run
 
@@ -23,10 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def covers_by_book(covers: pd.DataFrame) -> pd.DataFrame:
-    """One row per book: its first image, title and author, and all its categories joined by '|'."""
-    categories = covers.groupby("book_id", sort=False)["category"].agg(lambda c: "|".join(sorted(set(c) - {""})))
-    first = covers.drop_duplicates("book_id", keep="first").set_index("book_id")
-    books = first[["title", "author", "image_path"]].join(categories.rename("categories")).reset_index()
+    """One row per book (normalised title + author): its first ISBN and image, all its categories joined by '|'."""
+    covers = covers.assign(work=normalized_text(covers["title"]) + "\x1f" + normalized_text(covers["author"]))
+    categories = covers.groupby("work", sort=False)["category"].agg(lambda c: "|".join(sorted(set(c) - {""})))
+    first = covers.drop_duplicates("work", keep="first").set_index("work")
+    books = first[["book_id", "title", "author", "image_path"]].join(categories.rename("categories")).reset_index(drop=True)
     books["category"] = books["categories"].str.split("|").str[0].fillna("")
     return books
 
@@ -50,18 +54,22 @@ def label_books(covers: pd.DataFrame, model: mlflow.pyfunc.PyFuncModel, template
 
 @task(name="label-covers", cache_policy=NO_CACHE)
 def label_covers(settings: Settings) -> dict[str, object]:
-    cfg = settings.labeling
+    cfg, registry = settings.labeling, settings.mlflow
+    require_inputs("label_covers", settings.paths.clean_covers)
+    model_uri = f"models:/{registry.classifier_model_name}@{registry.champion_alias}"
     client()  # points mlflow at the project's tracking/registry URI
-    model = mlflow.pyfunc.load_model(cfg.model_uri)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        raise ModelLoadError(f"{model_uri} cannot be loaded ({error}); run the train_classifier stage first") from error
     covers = pd.read_parquet(settings.paths.clean_covers)
     books = label_books(covers, model, cfg.caption_template)
     settings.paths.labeled_covers.parent.mkdir(parents=True, exist_ok=True)
     books.to_parquet(settings.paths.labeled_covers, index=False)
-    registry = settings.mlflow
     metrics = {
         "books": len(books),
         "cover_rows": len(covers),
-        "model_uri": cfg.model_uri,
+        "model_uri": model_uri,
         "model_version": champion_version(client(), registry.classifier_model_name, registry.champion_alias),
         "mean_probability": float(books["genre_probability"].mean()) if len(books) else 0.0,
         "genre_distribution": dict(Counter(books["genre"]).most_common()),
@@ -73,5 +81,5 @@ def label_covers(settings: Settings) -> dict[str, object]:
         registry.experiment, "label-covers", {"clean_covers": settings.paths.clean_covers, "labeled_covers": settings.paths.labeled_covers},
         {"books": len(books), "mean_probability": metrics["mean_probability"]}, [metrics_file],
     )
-    log.info("labeled %d books from %d cover rows with %s", len(books), len(covers), cfg.model_uri)
+    log.info("labeled %d books from %d cover rows with %s", len(books), len(covers), model_uri)
     return metrics

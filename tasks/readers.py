@@ -20,6 +20,7 @@ from typing import Literal
 
 import pandas as pd
 
+from tasks.errors import InputFileError
 from tasks.taxonomy import AMAZON_GENRES
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,6 @@ COVER_COLUMNS = [
     "source_file", "source_row", "book_id", "title", "author", "category",
     "image_ref", "image_root", "parse_error",
 ]
-
-
-class InputFileError(ValueError):
-    """A whole input file is unusable; the message says which file and what to do."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +120,11 @@ def sniff_covers_format(path: Path, text: str) -> CoversFormat:
         f"{path}: unknown cover-table layout (header {header[:12]}); expected Book Depository's "
         f"columns {list(BOOKDEPOSITORY_REQUIRED)} or a generic CSV with {list(GENERIC_REQUIRED)}[,author,category]"
     )
+
+
+def normalized_text(values: pd.Series) -> pd.Series:
+    """Lower case, punctuation folded to spaces, whitespace collapsed: 'Paris, 2016 ' == 'paris 2016'."""
+    return values.fillna("").astype(str).str.lower().str.replace(r"[\W_]+", " ", regex=True).str.strip()
 
 
 def title_book_id(title: str | None, author: str | None) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 
@@ -58,19 +58,23 @@ class ValidateSettings(Section):
     title_max_chars: int = Field(400, ge=1)
     author_max_chars: int = Field(300, ge=1)
     genre_set: Literal["bookcover30", "book32"] = "book32"
+    min_rows_per_genre: int = Field(10, ge=1)
     min_image_side: int = Field(32, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
     workers: int = Field(2, ge=1)
 
 
+CandidateName = Literal["naive_bayes", "logistic_regression", "logistic_regression_cv", "random_forest", "linear_svm"]
+
+
 class ClassifierSettings(Section):
-    candidates: list[str] = [
+    candidates: list[CandidateName] = Field(min_length=1, default=[
         "naive_bayes",
         "logistic_regression",
         "logistic_regression_cv",
         "random_forest",
         "linear_svm",
-    ]
+    ])
     cv_folds: int = Field(5, ge=2)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     select_metric: Literal["f1_macro", "accuracy"] = "f1_macro"
@@ -81,7 +85,6 @@ class ClassifierSettings(Section):
 
 
 class LabelingSettings(Section):
-    model_uri: str = "models:/book-genre-classifier@champion"
     caption_template: str = "{title} by {author}, {genre}"
 
     @field_validator("caption_template")
@@ -108,6 +111,14 @@ class SmallClipSettings(Section):
     vocab_size: int = Field(4096, ge=300)
     max_text_tokens: int = Field(32, ge=8)
 
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> SmallClipSettings:
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be a multiple of heads {self.heads}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+        return self
+
 
 class ClipSettings(Section):
     model: str = "small"
@@ -126,11 +137,25 @@ class ClipSettings(Section):
 
 
 class EvaluateSettings(Section):
-    recall_k: list[int] = [1, 5, 10]
+    recall_k: list[int] = Field(default=[1, 5, 10], min_length=1)
     zero_shot_template: str = "a book cover of {category}"
     sample_covers: int = Field(3, ge=1)
     select_metric: str = "mean_recall"
     batch_size: int = Field(128, ge=1)
+
+    @model_validator(mode="after")
+    def _metric_and_template_known(self) -> EvaluateSettings:
+        if min(self.recall_k) < 1:
+            raise ValueError(f"recall_k must be positive, got {self.recall_k}")
+        known = ["mean_recall", "zero_shot_category_accuracy",
+                 *(f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in self.recall_k)]
+        if self.select_metric not in known:
+            raise ValueError(f"select_metric {self.select_metric!r} is not one of {known}")
+        try:
+            self.zero_shot_template.format(category="c")
+        except (KeyError, IndexError) as error:
+            raise ValueError(f"zero_shot_template may use {{category}} only; got {error}") from error
+        return self
 
 
 class MlflowSettings(Section):

@@ -22,8 +22,9 @@ from great_expectations.expectations import Expectation
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.errors import DataQualityError
 from tasks.images import facts_table, probe_images
-from tasks.readers import COVER_COLUMNS, LISTING_COLUMNS, project_relative, read_covers, read_listings
+from tasks.readers import COVER_COLUMNS, LISTING_COLUMNS, normalized_text, project_relative, read_covers, read_listings
 from tasks.settings import Settings, ValidateSettings
 from tasks.taxonomy import AMAZON_GENRES, BOOKCOVER30_GENRES, BOOKDEPOSITORY_CATEGORIES
 from tasks.tracking import log_stage_run
@@ -33,10 +34,6 @@ log = logging.getLogger(__name__)
 QUARANTINE_COLUMNS = [
     "table", "source_file", "source_row", "book_id", "title", "author", "label", "image_ref", "reason", "detail",
 ]
-
-
-class DataQualityError(RuntimeError):
-    """Too much of the input failed validation to trust a model trained on the rest."""
 
 
 def check(reason: str, expectation: type[Expectation], **arguments: object) -> Expectation:
@@ -151,11 +148,11 @@ def require_columns(frame: pd.DataFrame, name: str, columns: list[str]) -> None:
 def validate_listing(frame: pd.DataFrame, settings: ValidateSettings) -> TableOutcome:
     require_columns(frame, "listing", LISTING_COLUMNS)
     frame = _with_row_ids(frame)
-    frame["title_key"] = frame["title"].str.lower().str.split().str.join(" ") + "\x1f" + frame["author"].fillna("").str.lower()
     kept, quarantined = _check_rows_then_uniqueness(frame, "listing", listing_checks(settings), ["book_id"], "genre")
     # The same book listed twice under different ids would leak between CV folds and the test split.
     kept, title_duplicates = _split(kept, _duplicate_title_flags(kept))
-    quarantined = pd.concat([quarantined, title_duplicates], ignore_index=True)
+    kept, rare = _split(kept, _rare_genre_flags(kept, settings.min_rows_per_genre))
+    quarantined = pd.concat([quarantined, title_duplicates, rare], ignore_index=True)
     quarantined["label"] = quarantined["genre"]
     clean = kept[["book_id", "title", "author", "genre"]].copy()
     clean["author"] = clean["author"].fillna("")
@@ -163,10 +160,24 @@ def validate_listing(frame: pd.DataFrame, settings: ValidateSettings) -> TableOu
 
 
 def _duplicate_title_flags(kept: pd.DataFrame) -> dict[int, list[str]]:
+    """Same normalised title and author as an earlier row; a row without author also repeats any
+    authored row of the same title (the Category,Title table re-lists books the Amazon files have)."""
     kept = kept.copy()
-    kept["first_of_title"] = ~kept.duplicated(subset=["title_key"], keep="first")
+    title, author = normalized_text(kept["title"]), normalized_text(kept["author"])
+    kept["title_norm"], kept["author_norm"] = title, author
+    first_of_pair = ~kept.duplicated(subset=["title_norm", "author_norm"], keep="first")
+    authored_titles = set(title[author != ""])
+    kept["first_of_title"] = first_of_pair & ((author != "") | ~title.isin(authored_titles))
     duplicate = check("duplicate_title", gx.expectations.ExpectColumnValuesToBeInSet, column="first_of_title", value_set=[True])
     return run_suite(kept, "listing_titles", [duplicate])
+
+
+def _rare_genre_flags(kept: pd.DataFrame, min_rows: int) -> dict[int, list[str]]:
+    """Genres too rare to cross-validate (a stratified fold needs rows of every class)."""
+    kept = kept.copy()
+    kept["genre_rows"] = kept.groupby("genre")["genre"].transform("size")
+    rare = check("genre_too_rare", gx.expectations.ExpectColumnValuesToBeBetween, column="genre_rows", min_value=min_rows)
+    return run_suite(kept, "listing_genres", [rare])
 
 
 def cover_checks(settings: ValidateSettings, covers_format: str) -> list[Expectation]:

@@ -28,9 +28,12 @@ def dvc_executable() -> str | None:
 
 
 @task(name="dvc-commit", cache_policy=NO_CACHE)
-def record_outputs_in_dvc(overrides: list[str], enabled: bool = True) -> str:
+def record_outputs_in_dvc(overrides: list[str], params_file: str = "params.yaml", enabled: bool = True) -> str:
     if not enabled:
         return "skipped: runtime.dvc_commit_after_pipeline is false"
+    if Path(params_file).resolve() != Path("params.yaml").resolve():
+        log.warning("not recording outputs in dvc.lock: the run read %s, DVC reads params.yaml", params_file)
+        return "skipped: params file is not params.yaml"
     if overrides:
         log.warning("not recording outputs in dvc.lock: the run overrode params (%s); `dvc repro` will rerun", overrides)
         return "skipped: params overridden"

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from tasks.classifier import build_candidate, hyperparameters, is_test_book, split_listing, train_and_select
+from tasks.readers import normalized_text
 from tasks.serving import GenreClassifierModel, classifier_frame
 from tasks.settings import ClassifierSettings, Settings
 from tasks.tracking import champion_version, client
@@ -99,3 +100,21 @@ def test_candidate_hyperparameters_are_logged_as_scalars(small_listing: pd.DataF
     params = hyperparameters(model)
     assert params["model.C"] in (1.0, 4.0, 16.0)
     assert all(isinstance(v, (int, float, str, bool)) for v in params.values())
+
+
+def test_relistings_of_a_title_stay_on_one_side_of_the_split() -> None:
+    frame = pd.DataFrame({"book_id": [f"id{i}" for i in range(400)],
+                          "title": [f"Title {i // 2}" + ("" if i % 2 else ":") for i in range(400)],
+                          "author": "", "genre": "Travel"})
+    train, test = split_listing(frame, 0.3)
+    assert not set(normalized_text(train["title"])) & set(normalized_text(test["title"]))
+    assert len(test) > 0
+
+
+def test_a_champion_that_exists_but_cannot_load_is_an_error(project_dir, small_listing: pd.DataFrame) -> None:
+    from tasks.classifier import champion_score_on
+    from tasks.errors import ModelLoadError
+
+    assert champion_score_on(small_listing, "models:/nothing@champion", "f1_macro", exists=False) is None
+    with pytest.raises(ModelLoadError, match="cannot be loaded"):
+        champion_score_on(small_listing, "models:/nothing@champion", "f1_macro", exists=True)

@@ -35,3 +35,10 @@ def test_user_errors_lose_their_traceback_other_errors_keep_it() -> None:
     assert keep.filter(user) and keep.filter(bug)
     assert user.exc_info is None
     assert bug.exc_info is not None
+
+
+def test_a_stage_run_before_its_inputs_exist_names_the_missing_file(tmp_path) -> None:
+    from tasks.errors import InputFileError, require_inputs
+
+    with pytest.raises(InputFileError, match=r"label_covers: input\(s\) .*covers.parquet.* run the earlier stages"):
+        require_inputs("label_covers", tmp_path / "covers.parquet")

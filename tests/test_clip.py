@@ -471,3 +471,29 @@ def test_recall_at_k_counts_ties_against_the_model() -> None:
     metrics = recall_at_k(np.ones((4, 4)), [1, 4])
     assert metrics["image_to_text_R@1"] == metrics["text_to_image_R@1"] == 0.0
     assert metrics["image_to_text_R@4"] == 1.0
+
+
+def test_a_diverged_run_fails_with_advice_instead_of_loading_a_missing_checkpoint(tmp_path: Path) -> None:
+    from tasks.errors import DataQualityError
+
+    cfg = _clip_settings(epochs=2, batch_size=16, learning_rate=1e6, warmup_fraction=0.0, seed=0)
+    train_pairs, val_pairs = _pairs(32, seed=0), _pairs(16, seed=1)
+    bundle = initial_bundle(cfg, train_pairs.captions, None, CPU)
+    with pytest.raises(DataQualityError, match="learning_rate"):
+        train(bundle, train_pairs, val_pairs, cfg, tmp_path / "checkpoints")
+
+
+def test_recall_at_k_scores_nan_similarities_as_misses() -> None:
+    metrics = recall_at_k(np.full((3, 3), np.nan), [1, 2])
+    assert metrics["mean_recall"] == 0.0
+
+
+def test_test_covers_are_decoded_once_per_image_size(tmp_path: Path) -> None:
+    from tasks.clip_eval import TestCovers
+
+    path = tmp_path / "cover.jpg"
+    Image.new("RGB", (60, 90), "red").save(path)
+    covers = TestCovers(pd.DataFrame({"image_path": [str(path), str(path)]}))
+    small, large = covers.at(32), covers.at(64)
+    assert small.shape == (2, 32, 32, 3) and large.shape == (2, 64, 64, 3)
+    assert covers.at(32) is small

@@ -222,3 +222,16 @@ def test_label_books_uses_predictions_in_row_order() -> None:
     assert books["genre"].tolist() == ["G-Beta", "G-Alpha"]
     assert books["genre_probability"].tolist() == pytest.approx([0.5, 0.6])  # strings cast to float
     assert books["caption"].tolist() == ["G-Beta|Beta", "G-Alpha|Alpha"]
+
+
+def test_editions_of_one_book_become_one_captioned_book() -> None:
+    """Paperback and hardback (two ISBNs, same title and author) on both sides of a split would inflate recall."""
+    covers = pd.DataFrame({
+        "book_id": ["9780000000001", "9780000000002", "9780000000003"],
+        "title": ["Dune", "Dune ", "Dune Messiah"], "author": ["Frank Herbert", "frank herbert", "Frank Herbert"],
+        "category": ["Science-Fiction-Fantasy-Horror", "Teen-Young-Adult", "Science-Fiction-Fantasy-Horror"],
+        "image_path": ["a.jpg", "b.jpg", "c.jpg"],
+    })
+    books = covers_by_book(covers)
+    assert books["book_id"].tolist() == ["9780000000001", "9780000000003"]
+    assert books.loc[0, "categories"] == "Science-Fiction-Fantasy-Horror|Teen-Young-Adult"

@@ -46,3 +46,15 @@ def test_params_file_that_is_not_a_mapping(tmp_path: Path) -> None:
     params.write_text("- just\n- a list\n")
     with pytest.raises(SettingsError, match="mapping"):
         load_settings(params)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("classifier.candidates=[naive_bayes, xgboost]", "candidates"),
+    ("classifier.candidates=[]", "candidates"),
+    ("evaluate.select_metric=text_to_image_R@3", "select_metric"),
+    ("evaluate.zero_shot_template=a {genre} cover", "zero_shot_template"),
+    ("clip.small.heads=3", "multiple of heads"),
+])
+def test_settings_that_would_fail_late_fail_at_load(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(tmp_path / "absent.yaml", [override])

@@ -10,7 +10,7 @@ from PIL import Image
 from tasks.settings import Settings, ValidateSettings
 from tasks.validation import DataQualityError, enforce_threshold, validate_and_clean, validate_covers, validate_listing
 
-SETTINGS = ValidateSettings(workers=1, title_max_chars=50)
+SETTINGS = ValidateSettings(workers=1, title_max_chars=50, min_rows_per_genre=1)
 
 
 def listing(rows: list[tuple]) -> pd.DataFrame:
@@ -135,3 +135,24 @@ def test_a_table_without_a_required_column_stops_with_a_clear_error() -> None:
     frame = listing([("1", "Title", "A", "Travel")]).drop(columns=["genre"])
     with pytest.raises(DataQualityError, match="columns_missing"):
         validate_listing(frame, SETTINGS)
+
+
+def test_an_authorless_row_repeating_an_authored_title_is_a_duplicate() -> None:
+    """The Category,Title table re-lists Amazon books without author: keeping both leaks train into test."""
+    outcome = validate_listing(listing([
+        ("t1", "Rick Steves' Paris 2016", None, "Travel"),
+        ("B01", "Rick Steves Paris 2016", "Rick Steves", "Travel"),
+        ("t2", "Lonely Planet Rome", None, "Travel"),
+        ("t3", "lonely planet: ROME", None, "Travel"),
+        ("B02", "Home", "Author One", "Romance"),
+        ("B03", "Home", "Author Two", "Romance"),
+    ]), SETTINGS)
+    assert sorted(outcome.kept["book_id"]) == ["B01", "B02", "B03", "t2"]
+    assert reasons(outcome) == {1: "duplicate_title", 4: "duplicate_title"}
+
+
+def test_genres_too_rare_to_cross_validate_are_quarantined() -> None:
+    rows = [(str(i), f"Travel book {i}", "A", "Travel") for i in range(5)] + [("x", "Lone romance", "B", "Romance")]
+    outcome = validate_listing(listing(rows), ValidateSettings(workers=1, min_rows_per_genre=3))
+    assert set(outcome.kept["genre"]) == {"Travel"}
+    assert reasons(outcome) == {6: "genre_too_rare"}
