@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 import tasks
 from tasks.clip_data import load_images, split_frame, with_splits
-from tasks.clip_model import ClipBundle, image_features, initial_bundle, pick_device, save_bundle, text_features, tokenize
+from tasks.clip_model import ClipBundle, image_features, initial_bundle, pick_device, save_bundle, text_features
 from tasks.errors import DataQualityError, require_inputs
 from tasks.serving import CoverClipModel
 from tasks.settings import ClipSettings, Settings

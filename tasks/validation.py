@@ -265,10 +265,10 @@ def quarantine_summary(outcomes: list[TableOutcome], examples: int = 5) -> str:
             lines += ["Nothing quarantined.", ""]
             continue
         lines += ["| reason | rows | examples (file:row) |", "|---|---|---|"]
+        reasons = outcome.quarantined["reason"].str.split(";")
         for reason, count in sorted(outcome.by_reason.items(), key=lambda item: -item[1]):
-            rows = outcome.quarantined[outcome.quarantined["reason"].str.split(";").apply(lambda r: reason in r)]
+            rows = outcome.quarantined[[reason in row_reasons for row_reasons in reasons]].head(examples)
             where = ", ".join(f"{Path(str(f)).name}:{r}" for f, r in zip(rows["source_file"], rows["source_row"]))
-            where = ", ".join(where.split(", ")[:examples])
             lines.append(f"| {reason} | {count} | {where} |")
         lines.append("")
     return "\n".join(lines)
