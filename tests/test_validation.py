@@ -156,3 +156,13 @@ def test_genres_too_rare_to_cross_validate_are_quarantined() -> None:
     outcome = validate_listing(listing(rows), ValidateSettings(workers=1, min_rows_per_genre=3))
     assert set(outcome.kept["genre"]) == {"Travel"}
     assert reasons(outcome) == {6: "genre_too_rare"}
+
+
+def test_quarantine_summary_lists_each_reason_with_example_rows() -> None:
+    from tasks.validation import quarantine_summary
+
+    outcome = validate_listing(listing([("1", "A", "x", "Travel"), ("1", "B", "x", "Travel"), ("2", None, "y", "Travel")]), SETTINGS)
+    summary = quarantine_summary([outcome])
+    assert "## listing: 3 rows in, 1 kept, 2 quarantined" in summary
+    assert "| title_empty | 1 | listing.csv:3 |" in summary
+    assert "| duplicate_book_id | 1 | listing.csv:2 |" in summary
