@@ -13,14 +13,10 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-CLASSIFIER_INPUT_COLUMNS = ("title", "author")
-
-
 def classifier_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The two text columns the classifier reads, missing authors as empty strings."""
-    missing = [column for column in ("title",) if column not in frame]
-    if missing:
-        raise ValueError(f"classifier input needs columns {list(CLASSIFIER_INPUT_COLUMNS)}; missing {missing}")
+    if "title" not in frame:
+        raise ValueError(f"classifier input needs a 'title' column (and optionally 'author'); got {list(frame.columns)}")
     title = frame["title"].fillna("").astype(str)
     author = frame["author"].fillna("").astype(str) if "author" in frame else pd.Series("", index=frame.index)
     return pd.DataFrame({"title": title, "author": author})
