@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup init run repro test test-fast summary lock clean clean-outputs
+.PHONY: setup init run repro test test-fast summary lock clean clean-outputs bench-classifier
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=python3.11"'
@@ -47,6 +47,9 @@ test: init ## the whole suite (no GPU, no internet)
 
 test-fast: init ## everything but the end-to-end runs
 	$(PY) -m pytest -m "not slow"
+
+bench-classifier: setup ## train + select at the full book32 size (207,572 rows) and labeling titles/s; needs ../shared/data
+	$(PY) -m benchmarks.classifier
 
 lock: setup ## refresh requirements.lock from the current environment
 	{ head -2 requirements.lock; $(BIN)/pip freeze --exclude-editable | grep -v '^torch=='; } > requirements.lock.new && mv requirements.lock.new requirements.lock

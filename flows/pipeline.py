@@ -22,7 +22,8 @@ def pipeline(params_file: str = "params.yaml", overrides: list[str] | None = Non
     overrides = list(overrides or [])
     settings = load_settings(params_file, overrides)  # fail on a bad param before any stage runs
     results = {stage.name: stage(params_file=params_file, overrides=overrides) for stage in STAGES}
-    results["dvc"] = record_outputs_in_dvc(overrides, params_file, settings.runtime.dvc_commit_after_pipeline)
+    results["dvc"] = record_outputs_in_dvc(overrides, params_file, settings.runtime.dvc_commit_after_pipeline,
+                                           data_root_missing=settings.data.uses_fallback())
     return results
 
 

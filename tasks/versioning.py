@@ -28,9 +28,14 @@ def dvc_executable() -> str | None:
 
 
 @task(name="dvc-commit", cache_policy=NO_CACHE)
-def record_outputs_in_dvc(overrides: list[str], params_file: str = "params.yaml", enabled: bool = True) -> str:
+def record_outputs_in_dvc(overrides: list[str], params_file: str = "params.yaml", enabled: bool = True,
+                          data_root_missing: bool = False) -> str:
     if not enabled:
         return "skipped: runtime.dvc_commit_after_pipeline is false"
+    if data_root_missing:
+        log.warning("not recording outputs in dvc.lock: data.root is absent, so the run read the fallback data; "
+                    "set data.root to your data folder (or to data/raw/generated) to version the run with DVC")
+        return "skipped: data.root absent, fallback data used"
     if Path(params_file).resolve() != Path("params.yaml").resolve():
         log.warning("not recording outputs in dvc.lock: the run read %s, DVC reads params.yaml", params_file)
         return "skipped: params file is not params.yaml"

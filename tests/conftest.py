@@ -19,12 +19,14 @@ from tasks.synthetic import GeneratedData, generate_dataset  # noqa: E402
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 SHARED_MODELS = PROJECT_ROOT.parent / "shared" / "models"
+CATEGORY_MAPPING = PROJECT_ROOT / "config" / "category_mapping.yaml"
 
 # A pipeline small enough for seconds, not minutes: 6 genres, 160 covers, a tiny CLIP.
 TINY_OVERRIDES = [
     "classifier.cv_folds=3",
     "classifier.random_forest_trees=20",
     "classifier.n_jobs=1",
+    "classifier.distill_titles=300",
     "clip.epochs=2",
     "clip.batch_size=16",
     "clip.small.image_size=32",
@@ -51,7 +53,7 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def tiny_overrides(data: GeneratedData) -> list[str]:
-    return [f"data.root={data.listing_csv.parents[1]}", *TINY_OVERRIDES]
+    return [f"data.root={data.listing_csv.parents[1]}", f"labeling.category_mapping={CATEGORY_MAPPING}", *TINY_OVERRIDES]
 
 
 @pytest.fixture()

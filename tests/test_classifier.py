@@ -1,20 +1,27 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import softmax
 
-from tasks.classifier import build_candidate, hyperparameters, is_test_book, split_listing, train_and_select
+from tasks.classifier import cv_rows, is_test_book, restrict_to_label_set, split_listing, train_and_select
+from tasks.errors import DataQualityError
+from tasks.genre_models import GenreModel, calibrated_log_proba, candidate_specs, fit_temperature
+from tasks.model_search import CvData, ensemble_of_best_two, probability_scores, search
 from tasks.readers import normalized_text
 from tasks.serving import GenreClassifierModel, classifier_frame
 from tasks.settings import ClassifierSettings, Settings
+from tasks.text_features import FeatureBlocks, SentenceEncoder
 from tasks.tracking import champion_version, client
 from tasks.validation import validate_and_clean
 
 CANDIDATES = ClassifierSettings().candidates
+FAST = ClassifierSettings(random_forest_trees=20, random_forest_features=50, distill_titles=200, n_jobs=1, cv_folds=3)
 
 
 @pytest.fixture(scope="module")
@@ -30,19 +37,113 @@ def small_listing() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.fixture(scope="module")
+def fitted_blocks(small_listing: pd.DataFrame) -> tuple[FeatureBlocks, dict[str, object]]:
+    names = ("title_words", "title_chars", "author", "title_embedding")
+    return FeatureBlocks.fit(classifier_frame(small_listing), names, FAST)
+
+
+def _fitted_model(name: str, listing: pd.DataFrame, fitted_blocks) -> GenreModel:
+    blocks, matrices = fitted_blocks
+    spec = candidate_specs(FAST)[name]
+    features = blocks.subset(spec.blocks)
+    estimator = spec.build(spec.grid[0], FAST).fit(features.transform(classifier_frame(listing)), listing["genre"])
+    return GenreModel(name, features, estimator, estimator.classes_, temperature=1.0)
+
+
 @pytest.mark.parametrize("name", CANDIDATES)
-def test_every_candidate_learns_and_gives_probabilities(name: str, small_listing: pd.DataFrame) -> None:
-    settings = ClassifierSettings(random_forest_trees=20, random_forest_features=50)
-    model = build_candidate(name, settings).fit(classifier_frame(small_listing), small_listing["genre"])
+def test_every_candidate_learns_and_gives_probabilities(name: str, small_listing: pd.DataFrame, fitted_blocks) -> None:
+    model = _fitted_model(name, small_listing, fitted_blocks)
     probabilities = model.predict_proba(classifier_frame(small_listing))
     assert probabilities.shape == (len(small_listing), 3)
     assert np.allclose(probabilities.sum(axis=1), 1.0)
     assert (model.predict(classifier_frame(small_listing)) == small_listing["genre"]).mean() > 0.9
 
 
-def test_unknown_candidate_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown classifier candidate"):
-        build_candidate("xgboost", ClassifierSettings())
+def test_temperature_scaling_recovers_the_true_temperature_and_keeps_every_prediction() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(4000, 5))
+    labels = np.array([rng.choice(5, p=p) for p in softmax(logits / 2.0, axis=1)])  # truth: temperature 2
+    temperature = fit_temperature(logits, labels)
+    assert temperature == pytest.approx(2.0, rel=0.15)
+    calibrated = calibrated_log_proba(logits, temperature)
+    assert (calibrated.argmax(axis=1) == logits.argmax(axis=1)).all()
+    before = probability_scores(labels, calibrated_log_proba(logits, 1.0))
+    after = probability_scores(labels, calibrated)
+    assert after["log_loss"] < before["log_loss"] and after["ece"] < before["ece"]
+
+
+def test_calibration_error_is_zero_for_calibrated_and_large_for_overconfident_scores() -> None:
+    rng = np.random.default_rng(1)
+    confidence = rng.uniform(0.5, 1.0, 20000)
+    correct = rng.uniform(size=20000) < confidence
+    log_proba = np.log(np.column_stack([confidence, 1 - confidence]))
+    labels = np.where(correct, 0, 1)
+    assert probability_scores(labels, log_proba)["ece"] < 0.02
+    overconfident = np.log(np.column_stack([np.full(20000, 0.99), np.full(20000, 0.01)]))
+    assert probability_scores(labels, overconfident)["ece"] > 0.15
+
+
+def _cv_data(listing: pd.DataFrame, fitted_blocks) -> CvData:
+    from tasks.classifier import cv_data
+
+    _, matrices = fitted_blocks
+    return cv_data(listing, matrices, sorted(listing["genre"].unique()), FAST)
+
+
+def test_search_scores_every_default_and_spends_the_budget_on_the_rest(small_listing: pd.DataFrame, fitted_blocks) -> None:
+    data = _cv_data(small_listing, fitted_blocks)
+    specs = [candidate_specs(FAST)[name] for name in ("naive_bayes", "linear_svm")]
+    no_budget = search(specs, FAST.model_copy(update={"search_budget_seconds": 0}), data)
+    assert [len(r.points) for r in no_budget] == [1, 1]
+    ample = search(specs, FAST.model_copy(update={"search_budget_seconds": 600}), data)
+    assert [len(r.points) for r in ample] == [len(s.grid) for s in specs]
+    for result in ample:
+        assert result.oof_log_proba.shape == (len(data.labels), 3)
+        assert np.allclose(np.exp(result.oof_log_proba).sum(axis=1), 1.0)
+        assert result.best("balanced_accuracy").mean("balanced_accuracy") > 0.8
+
+
+def test_ensemble_weight_is_chosen_by_cv_and_its_members_are_the_best_two(small_listing: pd.DataFrame, fitted_blocks) -> None:
+    data = _cv_data(small_listing, fitted_blocks)
+    specs = [candidate_specs(FAST)[name] for name in ("naive_bayes", "random_forest", "linear_svm")]
+    results = search(specs, FAST.model_copy(update={"search_budget_seconds": 0}), data)
+    ensemble = ensemble_of_best_two(results, FAST, data)
+    ranked = sorted(results, key=lambda r: r.best("balanced_accuracy").mean("balanced_accuracy"), reverse=True)
+    assert set(ensemble.members) == {ranked[0].name, ranked[1].name}
+    assert ensemble.ensemble_weight in (0.3, 0.4, 0.5, 0.6, 0.7)
+    assert ensemble.oof_log_proba.shape == (len(data.labels), 3)
+
+
+def test_label_set_leaves_out_extra_genres_and_counts_them() -> None:
+    listing = pd.DataFrame({"title": ["a", "b", "c"], "author": "", "genre": ["Travel", "Gay & Lesbian", "Education & Teaching"]})
+    kept, left_out = restrict_to_label_set(listing, "bookcover30")
+    assert kept["genre"].tolist() == ["Travel"]
+    assert left_out == {"Gay & Lesbian": 1, "Education & Teaching": 1}
+    assert len(restrict_to_label_set(listing, "book32")[0]) == 3
+    with pytest.raises(DataQualityError, match="label_set=all"):
+        restrict_to_label_set(listing.assign(genre="Poetry"), "bookcover30")
+    assert len(restrict_to_label_set(listing.assign(genre="Poetry"), "all")[0]) == 3
+
+
+def test_cv_sample_is_capped_and_keeps_every_genre(small_listing: pd.DataFrame) -> None:
+    rows = cv_rows(small_listing, ClassifierSettings(cv_max_rows=100))
+    assert len(rows) == 100 and len(set(rows)) == 100
+    assert small_listing["genre"].iloc[rows].value_counts().min() >= 30
+    assert len(cv_rows(small_listing, ClassifierSettings())) == len(small_listing)
+
+
+def test_static_sentence_encoder_knows_word_meaning_and_pickles_without_the_transformer() -> None:
+    titles = ["Paris travel guide", "Rome travel guide", "Quantum field theory", "Baking bread at home", "Chocolate cake recipes"]
+    encoder = SentenceEncoder(distill_titles=100).fit(titles * 3)
+    vectors = encoder.transform(titles)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] > similarity[0, 2] and similarity[3, 4] > similarity[3, 2]
+    restored = pickle.loads(pickle.dumps(encoder))
+    assert not hasattr(restored, "encoder_")
+    assert np.allclose(restored.transform(titles), vectors, atol=1e-6)
+    assert restored.transform([""]).shape == (1, vectors.shape[1])  # an empty title is a zero-safe vector, not a crash
 
 
 def test_test_split_is_a_stable_function_of_the_book_id(small_listing: pd.DataFrame) -> None:
@@ -56,9 +157,9 @@ def test_test_split_is_a_stable_function_of_the_book_id(small_listing: pd.DataFr
     assert not set(train["book_id"]) & set(test["book_id"])
 
 
-def test_pyfunc_contract_returns_genre_and_probability(small_listing: pd.DataFrame) -> None:
-    pipeline = build_candidate("logistic_regression", ClassifierSettings()).fit(classifier_frame(small_listing), small_listing["genre"])
-    out = GenreClassifierModel(pipeline).predict(None, pd.DataFrame({"title": ["Paris guide", "Baking recipes"], "author": [None, "X"]}))
+def test_pyfunc_contract_returns_genre_and_probability(small_listing: pd.DataFrame, fitted_blocks) -> None:
+    model = _fitted_model("logistic_regression", small_listing, fitted_blocks)
+    out = GenreClassifierModel(model).predict(None, pd.DataFrame({"title": ["Paris guide", "Baking recipes"], "author": [None, "X"]}))
     assert list(out.columns) == ["genre", "probability"]
     assert out["genre"].tolist() == ["Travel", "Cookbooks, Food & Wine"]
     assert ((out["probability"] > 0) & (out["probability"] <= 1)).all()
@@ -68,8 +169,11 @@ def test_stage_registers_the_winner_and_guards_the_champion(tiny_settings: Setti
     """First run: v1 becomes champion. Same data again: v2 is registered but does not beat v1."""
     validate_and_clean.fn(tiny_settings)
     first = train_and_select.fn(tiny_settings)
-    assert first["selected"] in CANDIDATES
-    assert set(first["candidates"]) == set(tiny_settings.classifier.candidates)
+    assert first["selected"] in [*CANDIDATES, "ensemble"]
+    assert set(CANDIDATES) <= set(first["candidates"]) | set(first["rejected"])
+    for metric in ("accuracy_mean", "f1_macro_mean", "balanced_accuracy_mean"):
+        assert 0.3 < first["cv"][metric] <= 1.0
+    assert 0.0 < first["test"]["ece"] < 0.2
     assert first["registry"]["promoted"] is True
     second = train_and_select.fn(tiny_settings)
     assert second["registry"]["registered_version"] == "2"
@@ -78,28 +182,31 @@ def test_stage_registers_the_winner_and_guards_the_champion(tiny_settings: Setti
     saved = json.loads((tiny_settings.paths.metrics_dir / "classifier.json").read_text())
     assert saved["registry"]["champion_version"] == "1"
     assert (tiny_settings.paths.classifier_dir / "champion.json").is_file()
+    plots = tiny_settings.paths.plots_dir
+    for name in ("classifier_cv.png", "classifier_confusion.png"):
+        assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    per_class = pd.read_csv(plots / "classifier_per_class.csv")
+    assert set(per_class["genre"]) == set(pd.read_parquet(tiny_settings.paths.clean_listing)["genre"])
+    assert per_class[["precision", "recall", "f1"]].apply(lambda c: c.between(0, 1)).all().all()
     champion = mlflow.pyfunc.load_model("models:/book-genre-classifier@champion")
     predicted = champion.predict(pd.DataFrame({"title": ["Lonely Planet Paris"], "author": ["Rick Steves"]}))
     assert list(predicted.columns) == ["genre", "probability"] and len(predicted) == 1
     runs = client().search_runs([client().get_experiment_by_name("book-covers").experiment_id])
     candidate_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
-    assert len(candidate_runs) == 2 * len(CANDIDATES)
+    assert len(candidate_runs) == len(first["candidates"]) + len(first["rejected"]) + len(second["candidates"]) + len(second["rejected"])
     assert all("git_commit" in r.data.tags and "data_md5.clean_listing" in r.data.tags for r in runs)
+    parent = [r for r in runs if r.info.run_id == first["mlflow_run_id"]][0]
+    artifacts = {a.path for a in client().list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/classifier_confusion.png" in artifacts and "plots/classifier_per_class.csv" in artifacts
 
 
 def test_a_listing_without_authors_still_trains(small_listing: pd.DataFrame) -> None:
     """The 'Category,Title' table has no author column at all; the author features must not break the fit."""
     no_authors = small_listing.assign(author="")
-    for name in ("naive_bayes", "linear_svm"):
-        model = build_candidate(name, ClassifierSettings()).fit(classifier_frame(no_authors), no_authors["genre"])
+    blocks = FeatureBlocks.fit(classifier_frame(no_authors), ("title_words", "author"), FAST)
+    for name in ("naive_bayes", "logistic_regression"):
+        model = _fitted_model(name, no_authors, blocks)
         assert (model.predict(classifier_frame(no_authors)) == no_authors["genre"]).mean() > 0.9
-
-
-def test_candidate_hyperparameters_are_logged_as_scalars(small_listing: pd.DataFrame) -> None:
-    model = build_candidate("logistic_regression_cv", ClassifierSettings()).fit(classifier_frame(small_listing), small_listing["genre"])
-    params = hyperparameters(model)
-    assert params["model.C"] in (1.0, 4.0, 16.0)
-    assert all(isinstance(v, (int, float, str, bool)) for v in params.values())
 
 
 def test_relistings_of_a_title_stay_on_one_side_of_the_split() -> None:

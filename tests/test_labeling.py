@@ -8,10 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.classifier import build_candidate
-from tasks.labeling import covers_by_book, label_books, make_captions
+from tasks.errors import InputFileError
+from tasks.genre_models import GenreModel, candidate_specs
+from tasks.labeling import category_agreement, covers_by_book, label_books, load_category_mapping, make_captions
 from tasks.serving import GenreClassifierModel, classifier_frame
 from tasks.settings import ClassifierSettings, LabelingSettings
+from tasks.synthetic import GENRE_TO_COVER_CATEGORY
+from tasks.taxonomy import AMAZON_GENRES, BOOKDEPOSITORY_CATEGORIES
+from tasks.text_features import FeatureBlocks
 
 TEMPLATE = LabelingSettings().caption_template
 
@@ -50,9 +54,11 @@ class PyfuncLike:
 @pytest.fixture(scope="module")
 def genre_model() -> GenreClassifierModel:
     frame = _training_frame()
-    pipeline = build_candidate("logistic_regression", ClassifierSettings())
-    pipeline.fit(classifier_frame(frame), frame["genre"])
-    return GenreClassifierModel(pipeline)
+    settings = ClassifierSettings()
+    spec = candidate_specs(settings)["logistic_regression"]
+    blocks, matrices = FeatureBlocks.fit(classifier_frame(frame), spec.blocks, settings)
+    estimator = spec.build(spec.grid[0], settings).fit(blocks.transform(classifier_frame(frame)), frame["genre"])
+    return GenreClassifierModel(GenreModel(spec.name, blocks, estimator, estimator.classes_, temperature=1.0))
 
 
 def _covers(rows: list[tuple[str, str, str, str, str]]) -> pd.DataFrame:
@@ -235,3 +241,49 @@ def test_editions_of_one_book_become_one_captioned_book() -> None:
     books = covers_by_book(covers)
     assert books["book_id"].tolist() == ["9780000000001", "9780000000003"]
     assert books.loc[0, "categories"] == "Science-Fiction-Fantasy-Horror|Teen-Young-Adult"
+
+
+# ---------------------------------------------------------------- cover category -> Amazon genre mapping
+
+MAPPING_FILE = LabelingSettings().category_mapping
+
+
+def test_shipped_mapping_covers_every_cover_category_with_real_amazon_genres() -> None:
+    mapping = load_category_mapping(MAPPING_FILE)
+    assert set(mapping) == set(BOOKDEPOSITORY_CATEGORIES)
+    assert all(genres and genres <= set(AMAZON_GENRES) for genres in mapping.values())
+
+
+def test_shipped_mapping_agrees_with_how_the_generator_shelves_each_genre() -> None:
+    mapping = load_category_mapping(MAPPING_FILE)
+    for genre, category in GENRE_TO_COVER_CATEGORY.items():
+        assert genre in mapping[category], f"{category} should map back to {genre}"
+
+
+def test_agreement_counts_a_book_when_any_of_its_categories_maps_to_its_genre() -> None:
+    mapping = {"Travel-Holiday-Guides": frozenset({"Travel"}), "Food-Drink": frozenset({"Cookbooks, Food & Wine"})}
+    books = pd.DataFrame({
+        "categories": ["Travel-Holiday-Guides", "Food-Drink|Travel-Holiday-Guides", "Food-Drink", "Poetry-Drama"],
+        "category": ["Travel-Holiday-Guides", "Food-Drink", "Food-Drink", "Poetry-Drama"],
+        "genre": ["Travel", "Travel", "Romance", "Romance"],
+    })
+    report = category_agreement(books, mapping)
+    assert report["books_with_mapping"] == 3 and report["books_without_mapping"] == 1
+    assert report["agreement"] == pytest.approx(2 / 3, abs=1e-4)
+    assert report["unmapped_categories"] == {"Poetry-Drama": 1}
+    assert {k: report["per_category"]["Food-Drink"][k] for k in ("books", "agreement")} == {"books": 2, "agreement": 0.5}
+    assert report["per_category"]["Travel-Holiday-Guides"] == {"books": 1, "agreement": 1.0, "top_genre": "Travel"}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("Travel-Holiday-Guides: [Travels]\n", "not Amazon genres"),
+    ("- just a list\n", "expected"),
+    ("Travel: [unclosed\n", "cannot be read"),
+])
+def test_a_bad_mapping_file_is_one_clear_error(tmp_path, content: str, message: str) -> None:
+    path = tmp_path / "mapping.yaml"
+    path.write_text(content)
+    with pytest.raises(InputFileError, match=message):
+        load_category_mapping(path)
+    with pytest.raises(InputFileError, match="cannot be read"):
+        load_category_mapping(tmp_path / "absent.yaml")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, TINY_OVERRIDES
+from conftest import CATEGORY_MAPPING, PROJECT_ROOT, TINY_OVERRIDES
 from tasks.settings import load_settings
 from tasks.tracking import champion_version, client
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 METRICS = ("validation.json", "classifier.json", "labeling.json", "clip_train.json", "clip.json")
 # 300 covers leave ~40 test books: few enough to be quick, enough that recall@k is not noise.
-TINY_GENERATE = ["generate.listing_rows=600", "generate.cover_books=300", "generate.genres=6", "generate.seed=1"]
+TINY_GENERATE = ["data.root=data/raw/generated", "generate.listing_rows=600", "generate.cover_books=300", "generate.genres=6", "generate.seed=1"]
 TINY_PIPELINE = [*TINY_GENERATE, *TINY_OVERRIDES, "clip.epochs=4"]
 
 
@@ -36,7 +36,7 @@ def prefect_harness() -> Iterator[None]:
 def test_pipeline_flow_registers_both_models_as_champions(prefect_harness: None, project_dir: Path) -> None:
     from flows.pipeline import pipeline
 
-    overrides = TINY_PIPELINE
+    overrides = [*TINY_PIPELINE, f"labeling.category_mapping={CATEGORY_MAPPING}"]
     results = pipeline(params_file=str(project_dir / "params.yaml"), overrides=overrides)
     settings = load_settings(project_dir / "params.yaml", overrides)
     for name in METRICS:
@@ -53,7 +53,7 @@ def test_pipeline_flow_registers_both_models_as_champions(prefect_harness: None,
 
 def write_tiny_project(target: Path) -> None:
     """A copy of the project with params.yaml shrunk, as a git + DVC repository."""
-    for name in ("flows", "tasks"):
+    for name in ("flows", "tasks", "config"):
         shutil.copytree(PROJECT_ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(PROJECT_ROOT / "dvc.yaml", target / "dvc.yaml")
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
