@@ -10,9 +10,12 @@ when the listing grows and a challenger and the champion are scored on equal ter
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import json
 import logging
+import resource
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +23,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import psutil
 from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -67,6 +71,28 @@ def restrict_to_label_set(listing: pd.DataFrame, label_set: str) -> tuple[pd.Dat
         raise DataQualityError(f"no listing row has a genre of the {label_set} label set (found {sorted(left_out)[:5]}...); "
                                "set classifier.label_set=all to train on the listing's own genres")
     return listing[inside].reset_index(drop=True), {str(k): int(v) for k, v in left_out.items()}
+
+
+def rss_gib() -> float:
+    return psutil.Process().memory_info().rss / 2**30
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the sentence encoder back to the OS before the candidates start.
+
+    glibc keeps freed heap pages for reuse; without this the process carries the transformer's
+    working memory through the whole search. A no-op where glibc is absent.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def cv_rows(train: pd.DataFrame, settings: ClassifierSettings) -> np.ndarray:
@@ -156,7 +182,9 @@ def train_and_select(settings: Settings) -> dict[str, object]:
     specs = [candidate_specs(cfg)[name] for name in cfg.candidates]
     block_names = list(dict.fromkeys(name for spec in specs for name in spec.blocks))
     blocks, matrices = FeatureBlocks.fit(classifier_frame(train), block_names, cfg)
+    release_freed_memory()
     features_seconds = time.perf_counter() - started
+    log.info("features ready in %.1fs; process memory %.2f GiB", features_seconds, rss_gib())
     data = cv_data(train, matrices, classes, cfg)
     results = search(specs, cfg, data)
     ensemble = ensemble_of_best_two(results, cfg, data) if cfg.ensemble else None
@@ -189,6 +217,7 @@ def train_and_select(settings: Settings) -> dict[str, object]:
             "test": test_metrics, "candidates": summaries, "rejected": summaries_rejected,
             "seconds": {"features": round(features_seconds, 1), "search": round(search_seconds, 1),
                         "total": round(time.perf_counter() - started, 1)},
+            "peak_process_memory_gib": round(peak_rss_gib(), 2),
             "registry": outcome, "mlflow_run_id": parent_run_id,
         }
         for key, value in test_metrics.items():

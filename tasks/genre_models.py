@@ -6,6 +6,7 @@ and unpickles `GenreModel` wherever the model is loaded.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.base import ClassifierMixin
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_selection import SelectKBest, chi2
 from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import ComplementNB
@@ -42,11 +44,23 @@ def _naive_bayes(params: Params, settings: object) -> ClassifierMixin:
 
 
 def _logistic_regression(params: Params, settings: object) -> ClassifierMixin:
-    return LogisticRegression(C=params["C"], class_weight="balanced", tol=1e-3, max_iter=100)
+    # saga, not lbfgs: on 100k sparse columns x 30 classes lbfgs keeps ~600 MiB of curvature
+    # history per fit and takes 6x longer, for the same accuracy. 50 epochs are a deliberate
+    # budget (tolerance is rarely reached on TF-IDF), so its convergence warning is silenced.
+    return QuietSaga(C=params["C"], class_weight="balanced", tol=1e-3, max_iter=50, solver="saga")
 
 
 def _linear_svm(params: Params, settings: object) -> ClassifierMixin:
     return LinearSVC(C=params["C"], class_weight="balanced", tol=1e-3, random_state=settings.seed)
+
+
+class QuietSaga(LogisticRegression):
+    """Logistic regression whose epoch budget is a choice, not a failure: no ConvergenceWarning."""
+
+    def fit(self, X: object, y: object, sample_weight: object = None) -> QuietSaga:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return super().fit(X, y, sample_weight)
 
 
 class TopChi2(SelectKBest):
@@ -64,7 +78,7 @@ def _random_forest(params: Params, settings: object) -> ClassifierMixin:
     # Trees on 100k sparse columns are what made the paper's RF slow; chi2 keeps the informative few.
     forest = RandomForestClassifier(n_estimators=settings.random_forest_trees, max_samples=params["max_samples"],
                                     min_samples_leaf=1, class_weight="balanced_subsample",
-                                    n_jobs=settings.n_jobs, random_state=settings.seed)
+                                    n_jobs=1, random_state=settings.seed)  # folds already run in parallel
     return Pipeline([("select", TopChi2(k=int(params["features"]))), ("forest", forest)])
 
 
@@ -85,7 +99,7 @@ def candidate_specs(settings: object) -> dict[str, CandidateSpec]:
         CandidateSpec("linear_svm", ("title_words", "title_chars", "author"), _linear_svm,
                       ({"C": 0.1}, {"C": 0.05}, {"C": 0.3}), "class-balanced linear SVM on word + character n-gram TF-IDF"),
         CandidateSpec("minilm_linear", ("title_embedding",), _minilm_linear,
-                      ({"C": 10.0}, {"C": 3.0}, {"C": 30.0}), "class-balanced logistic head on MiniLM title embeddings"),
+                      ({"C": 3.0}, {"C": 10.0}, {"C": 1.0}), "class-balanced logistic head on MiniLM title embeddings"),
     )}
 
 

@@ -19,12 +19,25 @@ def _rows(validation: dict) -> list[str]:
 
 
 def _classifier(metrics: dict) -> list[str]:
-    metric = metrics["select_metric"]
-    lines = [f"  selected {metrics['selected']} by CV {metric}; held-out test ({metrics['test_rows']} books): "
-             f"accuracy {metrics['test']['accuracy']:.3f}, macro-F1 {metrics['test']['f1_macro']:.3f}"]
+    metric, test = metrics["select_metric"], metrics["test"]
+    lines = [f"  {metrics['train_rows']} training rows, {metrics['genres']} genres ({metrics['label_set']}); selected "
+             f"{metrics['selected']} by CV {metric}",
+             f"  held-out test ({metrics['test_rows']} books): accuracy {test['accuracy']:.3f}, balanced accuracy "
+             f"{test['balanced_accuracy']:.3f}, macro-F1 {test['f1_macro']:.3f}, calibration error {test.get('ece', 0):.3f}"]
     for name, result in metrics["candidates"].items():
-        lines.append(f"    {name:24s} CV acc {result['cv']['accuracy_mean']:.3f}  CV macro-F1 {result['cv']['f1_macro_mean']:.3f}  "
-                     f"test acc {result['test']['accuracy']:.3f}  {result['fit_seconds']:.1f}s")
+        cv = result["cv"]
+        lines.append(f"    {name:20s} CV acc {cv['accuracy_mean']:.3f}  bal.acc {cv['balanced_accuracy_mean']:.3f}  "
+                     f"macro-F1 {cv['f1_macro_mean']:.3f}  {result['search_seconds'] + result['final_fit_seconds']:.1f}s")
+    return lines
+
+
+def _labeling(metrics: dict) -> list[str]:
+    agreement = metrics["category_agreement"]
+    top = ", ".join(f"{genre} {count}" for genre, count in list(metrics["genre_distribution"].items())[:3])
+    lines = [f"  {metrics['books']} books labeled ({metrics['titles_per_second']:.0f} titles/s); most predicted: {top}"]
+    if agreement["agreement"] is not None:
+        lines.append(f"  predicted genre agrees with the cover's mapped category on {agreement['agreement']:.3f} "
+                     f"of {agreement['books_with_mapping']} books")
     return lines
 
 
@@ -54,9 +67,10 @@ def _registry(settings: Settings, classifier: dict, clip: dict) -> list[str]:
 def render_summary(settings: Settings) -> str:
     folder = settings.paths.metrics_dir
     validation, classifier = _read(folder / "validation.json"), _read(folder / "classifier.json")
-    clip = _read(folder / "clip.json")
+    labeling, clip = _read(folder / "labeling.json"), _read(folder / "clip.json")
     sections = [("Rows", _rows(validation) if validation else []),
                 ("Classifier", _classifier(classifier) if classifier else []),
+                ("Labeling", _labeling(labeling) if labeling else []),
                 ("CLIP recall@k", _clip(clip) if clip else []),
                 ("MLflow registry", _registry(settings, classifier, clip))]
     return "\n".join(f"{title}:\n" + "\n".join(lines) for title, lines in sections if lines)

@@ -84,6 +84,7 @@ def test_flow_then_dvc_status_clean_repro_reruns_only_what_changed(tmp_path: Pat
 
     summary = run([sys.executable, "-m", "flows.pipeline"], tmp_path, env)
     assert "MLflow registry" in summary and "book-cover-clip" in summary
+    assert "balanced accuracy" in summary and "agrees with the cover" in summary
     assert (tmp_path / "mlflow.db").is_file()
     assert "up to date" in run([dvc, "status"], tmp_path, env)
     assert "Running stage" not in run([dvc, "repro"], tmp_path, env)
