@@ -40,6 +40,7 @@ from tasks.settings import ClassifierSettings, Settings
 from tasks.taxonomy import AMAZON_GENRES, BOOKCOVER30_GENRES
 from tasks.tracking import champion_version, client, file_md5, lineage_tags, promote_if_better, register_version, tracked_run
 from tasks.text_features import FeatureBlocks, stack
+from tasks.text_features import author_tokens  # noqa: F401  champions registered before 2026-11 unpickle it from here
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ def champion_score_on(test: pd.DataFrame, model_uri: str, metric: str, exists: b
         return None
     try:
         champion = mlflow.pyfunc.load_model(model_uri)
-    except (mlflow.exceptions.MlflowException, OSError) as error:
+    except Exception as error:  # noqa: BLE001  any failure (missing files, unpicklable code) means "cannot load"
         raise ModelLoadError(f"the current champion {model_uri} cannot be loaded ({error}); "
                              "restore its artifacts or remove the alias before training a challenger") from error
     predicted = champion.predict(test[["title", "author"]])["genre"].to_numpy()

@@ -40,9 +40,12 @@ def covers_by_book(covers: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_captions(books: pd.DataFrame, template: str) -> pd.Series:
+    """One caption per book; the template may use {title}, {author}, {genre}, {category}, {probability}."""
+    probabilities = books["genre_probability"] if "genre_probability" in books else pd.Series(1.0, index=books.index)
     return pd.Series(
-        [template.format(title=t, author=a if isinstance(a, str) and a else "unknown author", genre=g, category=c)
-         for t, a, g, c in zip(books["title"], books["author"], books["genre"], books["category"])],
+        [template.format(title=t, author=a if isinstance(a, str) and a else "unknown author", genre=g, category=c,
+                         probability=p)
+         for t, a, g, c, p in zip(books["title"], books["author"], books["genre"], books["category"], probabilities)],
         index=books.index,
     )
 
@@ -102,7 +105,7 @@ def label_covers(settings: Settings) -> dict[str, object]:
     client()  # points mlflow at the project's tracking/registry URI
     try:
         model = mlflow.pyfunc.load_model(model_uri)
-    except (mlflow.exceptions.MlflowException, OSError) as error:
+    except Exception as error:  # noqa: BLE001  any failure (missing files, unpicklable code) means "cannot load"
         raise ModelLoadError(f"{model_uri} cannot be loaded ({error}); run the train_classifier stage first") from error
     mapping = load_category_mapping(cfg.category_mapping)
     covers = pd.read_parquet(settings.paths.clean_covers)

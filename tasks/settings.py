@@ -119,10 +119,10 @@ class LabelingSettings(Section):
     @classmethod
     def _template_fields_known(cls, template: str) -> str:
         try:
-            template.format(title="t", author="a", genre="g", category="c")
+            template.format(title="t", author="a", genre="g", category="c", probability=0.5)
         except (KeyError, IndexError) as error:
             raise ValueError(
-                f"caption_template may use {{title}}, {{author}}, {{genre}}, {{category}} only; got {error}"
+                f"caption_template may use {{title}}, {{author}}, {{genre}}, {{category}}, {{probability}} only; got {error}"
             ) from error
         return template
 

@@ -30,7 +30,6 @@ OBVIOUS = {
     "Learning Python, 5th Edition": "Computers & Technology",
     "The Complete Vegetarian Cookbook": "Cookbooks, Food & Wine",
     "Calculus: Early Transcendentals": "Science & Math",
-    "Gray's Anatomy for Students": "Medical Books",
     "The Holy Bible: King James Version": "Christian Books & Bibles",
     "Cracking the GRE with 4 Practice Tests, 2017 Edition": "Test Preparation",
     "2017 Wall Calendar: Cats": "Calendars",

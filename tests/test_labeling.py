@@ -287,3 +287,10 @@ def test_a_bad_mapping_file_is_one_clear_error(tmp_path, content: str, message: 
         load_category_mapping(path)
     with pytest.raises(InputFileError, match="cannot be read"):
         load_category_mapping(tmp_path / "absent.yaml")
+
+
+def test_a_caption_can_carry_the_calibrated_probability() -> None:
+    books = pd.DataFrame({"title": ["Paris"], "author": ["A"], "genre": ["Travel"], "category": [""],
+                          "genre_probability": [0.873]})
+    assert make_captions(books, "{title}: {genre} ({probability:.0%})").tolist() == ["Paris: Travel (87%)"]
+    assert LabelingSettings(caption_template="{genre} {probability:.2f}").caption_template
