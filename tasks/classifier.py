@@ -30,7 +30,7 @@ from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 import tasks
-from tasks.classifier_report import write_reports
+from tasks.classifier_report import per_class_table, write_reports
 from tasks.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.genre_models import EnsembleModel, GenreModel, candidate_specs
 from tasks.model_search import CandidateResult, CvData, ensemble_of_best_two, label_scores, probability_scores, search
@@ -205,6 +205,7 @@ def train_and_select(settings: Settings) -> dict[str, object]:
     else:
         summaries_rejected = {}
     report_paths = write_reports(settings.paths.plots_dir, summaries, test["genre"], predicted, classes)
+    per_class = per_class_table(test["genre"], predicted, classes)
     mlflow_client = client()
     tags = lineage_tags({"clean_listing": settings.paths.clean_listing})
     with tracked_run(registry.experiment, "train-classifier", tags) as parent_run_id:
@@ -215,7 +216,9 @@ def train_and_select(settings: Settings) -> dict[str, object]:
             "label_set": cfg.label_set, "rows_outside_label_set": left_out,
             "train_rows": len(train), "test_rows": len(test), "cv_rows": len(data.labels), "genres": len(classes),
             "select_metric": metric, "selected": winner.name, "cv": summaries[winner.name]["cv"],
-            "test": test_metrics, "candidates": summaries, "rejected": summaries_rejected,
+            "test": test_metrics,
+            "test_per_class_f1": dict(zip(per_class["genre"], per_class["f1"].astype(float))),
+            "candidates": summaries, "rejected": summaries_rejected,
             "seconds": {"features": round(features_seconds, 1), "search": round(search_seconds, 1),
                         "total": round(time.perf_counter() - started, 1)},
             "peak_process_memory_gib": round(peak_rss_gib(), 2),

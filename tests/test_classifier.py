@@ -174,6 +174,7 @@ def test_stage_registers_the_winner_and_guards_the_champion(tiny_settings: Setti
     for metric in ("accuracy_mean", "f1_macro_mean", "balanced_accuracy_mean"):
         assert 0.3 < first["cv"][metric] <= 1.0
     assert 0.0 < first["test"]["ece"] < 0.2
+    assert set(first["test_per_class_f1"]) == set(pd.read_parquet(tiny_settings.paths.clean_listing)["genre"])
     assert first["registry"]["promoted"] is True
     second = train_and_select.fn(tiny_settings)
     assert second["registry"]["registered_version"] == "2"
