@@ -33,7 +33,7 @@ import tasks
 from tasks.classifier_report import per_class_table, write_reports
 from tasks.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.genre_models import EnsembleModel, GenreModel, candidate_specs
-from tasks.model_search import CandidateResult, CvData, ensemble_of_best_two, label_scores, probability_scores, search
+from tasks.model_search import CandidateResult, CvData, choose_winner, ensemble_of_best_two, label_scores, probability_scores, search
 from tasks.readers import normalized_text
 from tasks.serving import GenreClassifierModel, classifier_frame
 from tasks.settings import ClassifierSettings, Settings
@@ -190,20 +190,14 @@ def train_and_select(settings: Settings) -> dict[str, object]:
     results = search(specs, cfg, data)
     ensemble = ensemble_of_best_two(results, cfg, data) if cfg.ensemble else None
     metric = cfg.select_metric
-    best_single = max(results, key=lambda r: np.nan_to_num(r.best(metric).mean(metric), nan=-np.inf))
-    ensemble_kept = ensemble is not None and ensemble.best(metric).mean(metric) > best_single.best(metric).mean(metric)
-    contenders = [*results, *([ensemble] if ensemble_kept else [])]
-    winner = max(contenders, key=lambda r: np.nan_to_num(r.best(metric).mean(metric), nan=-np.inf))
+    winner, contenders, left_out_ensemble = choose_winner(results, ensemble, metric)
     search_seconds = time.perf_counter() - started - features_seconds
     labels = pd.Categorical(train["genre"], categories=classes).codes.astype(np.int64)
     model = _final_model(winner, cfg, blocks, matrices, labels, classes, {r.name: r for r in results})
     test_metrics, predicted = score_on_test(model, test)
-    log.info("selected %s: CV %s %.4f, test %s", winner.name, metric, winner.best(metric).mean(metric), test_metrics)
+    log.info("selected %s: CV %s %.4f, test %s", winner.name, metric, winner.score(metric), test_metrics)
     summaries = {r.name: r.summary(metric, data.labels) for r in contenders}
-    if ensemble is not None and not ensemble_kept:
-        summaries_rejected = {"ensemble": ensemble.summary(metric, data.labels) | {"kept": False}}
-    else:
-        summaries_rejected = {}
+    summaries_rejected = {r.name: r.summary(metric, data.labels) | {"kept": False} for r in [left_out_ensemble] if r}
     report_paths = write_reports(settings.paths.plots_dir, summaries, test["genre"], predicted, classes)
     per_class = per_class_table(test["genre"], predicted, classes)
     mlflow_client = client()

@@ -87,6 +87,10 @@ class CandidateResult:
     def best(self, metric: str) -> SearchPoint:
         return max(self.points, key=lambda p: np.nan_to_num(p.mean(metric), nan=-np.inf))
 
+    def score(self, metric: str) -> float:
+        """The CV score it competes with: its best point's mean, NaN counting as the worst."""
+        return float(np.nan_to_num(self.best(metric).mean(metric), nan=-np.inf))
+
     def summary(self, metric: str, labels: np.ndarray) -> dict[str, object]:
         best = self.best(metric)
         calibrated = probability_scores(labels, self.oof_log_proba)
@@ -148,7 +152,7 @@ def search(specs: list[CandidateSpec], settings: object, data: CvData) -> list[C
         log.info("%s %s: CV %s %.4f (%.1fs)", spec.name, point.params, metric, point.mean(metric), point.seconds)
     budget_left = settings.search_budget_seconds
     # The best candidates' grids first: that is where a better setting can change the winner.
-    ranked = sorted(specs, key=lambda s: -np.nan_to_num(results[s.name].points[0].mean(metric), nan=-np.inf))
+    ranked = sorted(specs, key=lambda s: -results[s.name].score(metric))
     pending = [(results[s.name].points[0].seconds, s, params) for s in ranked for params in s.grid[1:]]
     for estimated, spec, params in pending:
         if estimated > budget_left:
@@ -165,13 +169,22 @@ def search(specs: list[CandidateSpec], settings: object, data: CvData) -> list[C
     return list(results.values())
 
 
+def choose_winner(results: list[CandidateResult], ensemble: CandidateResult | None,
+                  metric: str) -> tuple[CandidateResult, list[CandidateResult], CandidateResult | None]:
+    """(winner, the candidates that competed, the ensemble when it was left out for not helping)."""
+    best_single = max(results, key=lambda r: r.score(metric))
+    if ensemble is not None and ensemble.score(metric) > best_single.score(metric):
+        return ensemble, [*results, ensemble], None
+    return best_single, list(results), ensemble
+
+
 def ensemble_of_best_two(results: list[CandidateResult], settings: object, data: CvData) -> CandidateResult | None:
     """The weighted mean of the two best candidates' calibrated log-probabilities (weight chosen by CV).
 
     The caller keeps it only when it beats the best single candidate.
     """
     metric = settings.select_metric
-    ranked = sorted(results, key=lambda r: np.nan_to_num(r.best(metric).mean(metric), nan=-np.inf), reverse=True)
+    ranked = sorted(results, key=lambda r: r.score(metric), reverse=True)
     if len(ranked) < 2:
         return None
     first, second = ranked[:2]

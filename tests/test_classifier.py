@@ -226,3 +226,18 @@ def test_a_champion_that_exists_but_cannot_load_is_an_error(project_dir, small_l
     assert champion_score_on(small_listing, "models:/nothing@champion", "f1_macro", exists=False) is None
     with pytest.raises(ModelLoadError, match="cannot be loaded"):
         champion_score_on(small_listing, "models:/nothing@champion", "f1_macro", exists=True)
+
+
+def test_the_ensemble_competes_only_when_it_beats_the_best_single_candidate() -> None:
+    from tasks.model_search import CandidateResult, SearchPoint, choose_winner
+
+    def result(name: str, score: float) -> CandidateResult:
+        return CandidateResult(name, "", [SearchPoint({}, [{"balanced_accuracy": score}], np.zeros((1, 2)), 0.0)])
+
+    singles = [result("linear_svm", 0.55), result("minilm_linear", 0.50)]
+    winner, contenders, left_out = choose_winner(singles, result("ensemble", 0.57), "balanced_accuracy")
+    assert winner.name == "ensemble" and len(contenders) == 3 and left_out is None
+    winner, contenders, left_out = choose_winner(singles, result("ensemble", 0.55), "balanced_accuracy")
+    assert winner.name == "linear_svm" and len(contenders) == 2 and left_out.name == "ensemble"
+    nan_first = [result("naive_bayes", float("nan")), *singles]
+    assert choose_winner(nan_first, None, "balanced_accuracy")[0].name == "linear_svm"
