@@ -39,7 +39,7 @@ from tasks.serving import GenreClassifierModel, classifier_frame
 from tasks.settings import ClassifierSettings, Settings
 from tasks.taxonomy import AMAZON_GENRES, BOOKCOVER30_GENRES
 from tasks.tracking import champion_version, client, file_md5, lineage_tags, promote_if_better, register_version, tracked_run
-from tasks.text_features import FeatureBlocks, stack
+from tasks.text_features import FeatureBlocks, stack_blocks
 from tasks.text_features import author_tokens  # noqa: F401  champions registered before 2026-11 unpickle it from here
 
 log = logging.getLogger(__name__)
@@ -128,14 +128,10 @@ def _final_model(result: CandidateResult, settings: ClassifierSettings, blocks: 
     spec = candidate_specs(settings)[result.name]
     features = blocks.subset(spec.blocks)
     estimator = spec.build(result.best(settings.select_metric).params, settings)
-    estimator.fit(features_matrix(matrices, spec.blocks), labels)
+    estimator.fit(stack_blocks(matrices, spec.blocks), labels)
     model = GenreModel(result.name, features, estimator, classes, result.temperature)
     result.final_fit_seconds = time.perf_counter() - started
     return model
-
-
-def features_matrix(matrices: dict[str, object], names: tuple[str, ...]) -> object:
-    return stack([matrices[name] for name in names])
 
 
 def score_on_test(model: GenreModel | EnsembleModel, test: pd.DataFrame) -> tuple[dict[str, float], np.ndarray]:
@@ -198,8 +194,8 @@ def train_and_select(settings: Settings) -> dict[str, object]:
     log.info("selected %s: CV %s %.4f, test %s", winner.name, metric, winner.score(metric), test_metrics)
     summaries = {r.name: r.summary(metric, data.labels) for r in contenders}
     summaries_rejected = {r.name: r.summary(metric, data.labels) | {"kept": False} for r in [left_out_ensemble] if r}
-    report_paths = write_reports(settings.paths.plots_dir, summaries, test["genre"], predicted, classes)
     per_class = per_class_table(test["genre"], predicted, classes)
+    report_paths = write_reports(settings.paths.plots_dir, summaries, test["genre"], predicted, classes, per_class)
     mlflow_client = client()
     tags = lineage_tags({"clean_listing": settings.paths.clean_listing})
     with tracked_run(registry.experiment, "train-classifier", tags) as parent_run_id:

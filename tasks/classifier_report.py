@@ -61,7 +61,7 @@ def plot_confusion(actual: pd.Series, predicted: np.ndarray, classes: list[str],
 
 
 def write_reports(plots_dir: Path, candidates: dict[str, dict[str, object]], actual: pd.Series, predicted: np.ndarray,
-                  classes: list[str]) -> list[Path]:
+                  classes: list[str], per_class: pd.DataFrame) -> list[Path]:
     """Every report file of the stage; returns their paths for MLflow."""
     plots_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: plots_dir / name for name in (
@@ -72,5 +72,5 @@ def write_reports(plots_dir: Path, candidates: dict[str, dict[str, object]], act
     plot_cv(table, paths["classifier_cv.png"])
     pd.DataFrame({"actual": actual.to_numpy(), "predicted": predicted}).to_csv(paths["classifier_confusion.csv"], index=False)
     plot_confusion(actual, predicted, classes, paths["classifier_confusion.png"])
-    per_class_table(actual, predicted, classes).to_csv(paths["classifier_per_class.csv"], index=False)
+    per_class.to_csv(paths["classifier_per_class.csv"], index=False)
     return list(paths.values())

@@ -132,7 +132,22 @@ def calibrated_log_proba(scores: np.ndarray, temperature: float) -> np.ndarray:
     return log_softmax(scores / temperature, axis=1)
 
 
-class GenreModel:
+class _CalibratedClassifier:
+    """predict / predict_proba from a subclass's calibrated `log_proba`, over a title/author frame."""
+
+    classes_: np.ndarray
+
+    def log_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.exp(self.log_proba(frame))
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.classes_[np.argmax(self.log_proba(frame), axis=1)]
+
+
+class GenreModel(_CalibratedClassifier):
     """Fitted feature blocks + a fitted estimator + its temperature: DataFrame(title, author) -> probabilities."""
 
     def __init__(self, name: str, features: FeatureBlocks, estimator: ClassifierMixin, classes: Sequence[str], temperature: float) -> None:
@@ -145,14 +160,8 @@ class GenreModel:
     def log_proba(self, frame: pd.DataFrame) -> np.ndarray:
         return calibrated_log_proba(raw_scores(self.estimator, self.features.transform(frame)), self.temperature)
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.exp(self.log_proba(frame))
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.classes_[np.argmax(self.log_proba(frame), axis=1)]
-
-
-class EnsembleModel:
+class EnsembleModel(_CalibratedClassifier):
     """A weighted mean of two calibrated members' log-probabilities, recalibrated by one temperature."""
 
     def __init__(self, members: tuple[GenreModel, GenreModel], weight: float, temperature: float) -> None:
@@ -167,9 +176,3 @@ class EnsembleModel:
     def log_proba(self, frame: pd.DataFrame) -> np.ndarray:
         first, second = (member.log_proba(frame) for member in self.members)
         return calibrated_log_proba(self.weight * first + (1 - self.weight) * second, self.temperature)
-
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.exp(self.log_proba(frame))
-
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.classes_[np.argmax(self.log_proba(frame), axis=1)]

@@ -20,7 +20,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from tqdm import tqdm
 
 from tasks.genre_models import CandidateSpec, Params, calibrated_log_proba, fit_temperature, raw_scores
-from tasks.text_features import stack
+from tasks.text_features import stack_blocks
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class CvData:
     n_classes: int
 
     def features(self, names: tuple[str, ...]) -> object:
-        return stack([self.blocks[name] for name in names])
+        return stack_blocks(self.blocks, names)
 
 
 @dataclass

@@ -362,6 +362,11 @@ class FeatureBlocks:
         return stack([self.transformers[name].transform(frame[BLOCK_COLUMN[name]].tolist()) for name in self.transformers])
 
 
+def stack_blocks(matrices: dict[str, object], names: Sequence[str]) -> object:
+    """The named blocks' matrices side by side, in the order given."""
+    return stack([matrices[name] for name in names])
+
+
 def stack(matrices: list[object]) -> object:
     """One block as it is (dense embeddings stay dense); several side by side as sparse CSR."""
     if len(matrices) == 1:
