@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from tasks.errors import ModelLoadError
+from tasks.images import cover_rgb
 from tasks.settings import ClipSettings, SmallClipSettings
 
 try:  # transformers 5: the PIL backend, which needs no torchvision (torchvision is not installed here).
@@ -184,7 +185,7 @@ def load_saved_clip(folder: Path, device: str = "auto") -> ClipBundle:
 def load_cover(path: Path, size: int) -> np.ndarray:
     """Decode, resize the short side to `size` (bicubic) and centre-crop: CLIP's own preprocessing, as uint8."""
     with Image.open(path) as image:
-        image = image.convert("RGB")
+        image = cover_rgb(image)
         scale = size / min(image.size)
         resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BICUBIC)
     left, top = (resized.width - size) // 2, (resized.height - size) // 2

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
@@ -43,23 +45,56 @@ def resolve_inside_root(root: Path, ref: str) -> tuple[Path, bool]:
     return Path(real_path), inside
 
 
+def cover_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB as a person sees the cover, whatever the file holds.
+
+    Camera rotation (EXIF) is applied; transparency is laid over white, the page a cover is
+    printed on, not over black; 16-bit and float greyscale are scaled to 8 bits, because
+    Pillow's own conversion clips every value above 255 to white.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def probe_image(root: str, ref: str, max_pixels: int) -> ImageFacts:
+    """Only the header is read before the size check, so a decompression bomb is never decoded."""
     path, inside = resolve_inside_root(Path(root), ref)
     if not inside:
         return ImageFacts(str(path), False, True, True, 0, 0, "outside data root")
     if not path.is_file():
         return ImageFacts(str(path), True, False, True, 0, 0, "no such file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    return ImageFacts(str(path), True, True, False, width, height, f"{width}x{height} exceeds max_image_pixels")
-                image.load()
+        with pixel_limit(max_pixels), Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                return ImageFacts(str(path), True, True, True, width, height, f"{width}x{height} exceeds max_image_pixels={max_pixels}")
+            cover_rgb(image)
         return ImageFacts(str(path), True, True, True, width, height, "")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         return ImageFacts(str(path), True, True, False, 0, 0, f"{type(error).__name__}: {error}"[:200])
+
+
+@contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's own bomb guard replaced by the caller's size check on the header: Pillow's would
+    refuse a huge image before its size is known, and the quarantine could not say what it was.
+    Any bomb warning Pillow still raises while decoding becomes an error."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def _probe_star(arguments: tuple[str, str, int]) -> ImageFacts:

@@ -31,6 +31,9 @@ CoversFormat = Literal["bookdepository", "generic"]
 AMAZON_COLUMNS = ("asin", "filename", "image_url", "title", "author", "category_id", "category")
 BOOKDEPOSITORY_REQUIRED = ("name", "author", "isbn", "category", "img_paths")
 GENERIC_REQUIRED = ("title", "image")
+DELIMITERS = (",", ";", "\t", "|")
+# Spreadsheet and pandas spellings of "no value": an author cell reading "NaN" names nobody.
+MISSING_MARKERS = frozenset({"nan", "null", "none", "n/a", "na", "#n/a"})
 LISTING_COLUMNS = ["source_file", "source_row", "book_id", "title", "author", "genre", "parse_error"]
 COVER_COLUMNS = [
     "source_file", "source_row", "book_id", "title", "author", "category",
@@ -80,23 +83,44 @@ def _without_nul(decoded: DecodedText) -> DecodedText:
     return DecodedText(decoded.text.replace("\x00", ""), decoded.encoding)
 
 
-def _csv_rows(text: str) -> list[list[str]]:
+def _csv_records(text: str, delimiter: str = ",") -> list[tuple[int, list[str]]]:
+    """(line the record starts on, cells) for every record, blank lines included as []."""
     csv.field_size_limit(1 << 24)
-    return list(csv.reader(io.StringIO(text, newline="")))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    records, next_line = [], 1
+    for row in reader:
+        records.append((next_line, row))
+        next_line = reader.line_num + 1
+    return records
 
 
-def _first_record(text: str) -> list[str]:
+def _head(text: str) -> str:
     head = text[:65536]
-    if "\n" in head:
-        head = head[: head.rindex("\n") + 1]
-    for row in _csv_rows(head):
+    return head[: head.rindex("\n") + 1] if "\n" in head else head
+
+
+def _first_record(text: str, delimiter: str = ",") -> list[str]:
+    for _, row in _csv_records(_head(text), delimiter):
         if row:
             return [cell.strip().lstrip("\ufeff").lower() for cell in row]
     return []
 
 
+def sniff_delimiter(text: str) -> str:
+    """The delimiter of a headed table: the one whose header names a title column.
+
+    Spreadsheets export ';' (European locales) or tabs as often as commas; guessing from the
+    header alone is safe because the header names the title ('title', or Book Depository's 'name').
+    """
+    for delimiter in DELIMITERS:
+        header = _first_record(text, delimiter)
+        if "title" in header or "name" in header:
+            return delimiter
+    return ","
+
+
 def sniff_listing_format(path: Path, text: str) -> ListingFormat:
-    header = _first_record(text)
+    header = _first_record(text, sniff_delimiter(text))
     if header[:2] == ["category", "title"]:
         return "category_title"
     if "title" in header and ("category" in header or "genre" in header):
@@ -106,12 +130,12 @@ def sniff_listing_format(path: Path, text: str) -> ListingFormat:
     raise InputFileError(
         f"{path}: unknown listing layout (first row has {len(header)} fields: {header[:8]}); "
         "expected book32's 7 unquoted-header columns, a 'Category,Title' table, "
-        "or a CSV with a header holding title and category"
+        "or a CSV with a header holding title and category (delimited by ',', ';', tab or '|')"
     )
 
 
 def sniff_covers_format(path: Path, text: str) -> CoversFormat:
-    header = _first_record(text)
+    header = _first_record(text, sniff_delimiter(text))
     if all(column in header for column in BOOKDEPOSITORY_REQUIRED):
         return "bookdepository"
     if all(column in header for column in GENERIC_REQUIRED):
@@ -140,25 +164,43 @@ def _cell(value: str | None) -> str | None:
     return value or None
 
 
+def _author(value: str | None) -> str | None:
+    author = _cell(value)
+    return None if author is not None and author.lower() in MISSING_MARKERS else author
+
+
+def _record_error(row: list[str], expected_columns: int) -> str | None:
+    """Why a record cannot be trusted, or None. A cell with a line break means an unbalanced
+    quote swallowed the lines after it; those lines must be reported, not silently merged."""
+    lines_spanned = 1 + max((cell.count("\n") for cell in row), default=0)
+    if lines_spanned > 1:
+        return f"multiline_cell:a quoted cell spans {lines_spanned} lines (unbalanced quote?), {len(row)} fields"
+    if len(row) != expected_columns:
+        return f"wrong_column_count:{len(row)}!={expected_columns}"
+    return None
+
+
 def _header_rows(path: Path, text: str, required: tuple[str, ...]) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    rows = _csv_rows(text)
-    header = [cell.strip().lstrip("\ufeff").lower() for cell in rows[0]]
+    records = [(line, row) for line, row in _csv_records(text, sniff_delimiter(text)) if any(cell.strip() for cell in row)]
+    if not records:
+        raise InputFileError(f"{path}: no rows at all; point params.yaml at a listing with rows")
+    header = [cell.strip().lstrip("\ufeff").lower() for cell in records[0][1]]
     missing = [column for column in required if column not in header]
     if missing:
-        raise InputFileError(f"{path}: missing column(s) {missing} in header {header}; add them or fix the delimiter")
-    body = [(number, row) for number, row in enumerate(rows[1:], start=2) if any(cell.strip() for cell in row)]
-    return header, body
+        raise InputFileError(f"{path}: missing column(s) {missing} in header {header[:12]}; add them or fix the delimiter")
+    if len(records) == 1:
+        raise InputFileError(f"{path}: a header but no data rows; add rows or remove the file from data.listings")
+    return header, records[1:]
 
 
 def _row_dict(header: list[str], row: list[str]) -> tuple[dict[str, str], str | None]:
-    if len(row) != len(header):
-        return {}, f"wrong_column_count:{len(row)}!={len(header)}"
-    return dict(zip(header, row)), None
+    error = _record_error(row, len(header))
+    return ({} if len(row) != len(header) else dict(zip(header, row))), error
 
 
 def _identity(fields: dict[str, str], id_column: str | None) -> dict[str, object]:
     """Title, author and book id of a generic row; rows without an id get one from title + author."""
-    title, author = _cell(fields.get("title")), _cell(fields.get("author"))
+    title, author = _cell(fields.get("title")), _author(fields.get("author"))
     book_id = _cell(fields.get(id_column)) if id_column else None
     return {"book_id": book_id or (title_book_id(title, author) if title else None), "title": title, "author": author}
 
@@ -172,18 +214,17 @@ def _listing_frame(records: list[dict[str, object]], path: Path, decoded: Decode
 def read_amazon_listing(path: Path, decoded: DecodedText) -> pd.DataFrame:
     """book32-listing.csv: 7 quoted columns, no header, latin-1."""
     records: list[dict[str, object]] = []
-    for number, row in enumerate(_csv_rows(decoded.text), start=1):
+    for number, row in _csv_records(decoded.text):
         if not any(cell.strip() for cell in row):
             continue
-        record: dict[str, object] = {"source_file": str(path), "source_row": number}
-        if len(row) != len(AMAZON_COLUMNS):
-            record["parse_error"] = f"wrong_column_count:{len(row)}!={len(AMAZON_COLUMNS)}"
-        else:
+        record: dict[str, object] = {"source_file": str(path), "source_row": number,
+                                     "parse_error": _record_error(row, len(AMAZON_COLUMNS))}
+        if len(row) == len(AMAZON_COLUMNS):
             fields = dict(zip(AMAZON_COLUMNS, row))
             record.update(
                 book_id=_cell(fields["asin"]),
                 title=_cell(fields["title"]),
-                author=_cell(fields["author"]),
+                author=_author(fields["author"]),
                 genre=_amazon_genre(fields["category"], fields["category_id"]),
             )
         records.append(record)
@@ -270,7 +311,7 @@ def read_bookdepository_covers(path: Path, decoded: DecodedText) -> pd.DataFrame
         records.append({
             "source_file": str(path), "source_row": number, "parse_error": error,
             "book_id": _cell(fields.get("isbn")), "title": _cell(fields.get("name")),
-            "author": _cell(fields.get("author")), "category": _cell(fields.get("category")),
+            "author": _author(fields.get("author")), "category": _cell(fields.get("category")),
             "image_ref": image_ref, "image_root": str(root),
         })
     return pd.DataFrame.from_records(records, columns=COVER_COLUMNS)

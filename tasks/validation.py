@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import great_expectations as gx
+import numpy as np
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations import Expectation
@@ -30,6 +32,11 @@ from tasks.taxonomy import AMAZON_GENRES, BOOKCOVER30_GENRES, BOOKDEPOSITORY_CAT
 from tasks.tracking import log_stage_run
 
 log = logging.getLogger(__name__)
+
+# What a spreadsheet would execute when someone opens a listing or the quarantine report:
+# a formula ('=...'), or a DDE / function call led by + - @ ('+cmd|...', '@SUM(...)').
+# '-->> RICE RECIPES' or '+1 (555)' are titles, not formulas.
+FORMULA_LIKE = re.compile(r"^\s*(?:=|[+\-@].*\||[+\-@][A-Za-z_.]+\()")
 
 QUARANTINE_COLUMNS = [
     "table", "source_file", "source_row", "book_id", "title", "author", "label", "image_ref", "reason", "detail",
@@ -122,6 +129,7 @@ def listing_checks(settings: ValidateSettings) -> list[Expectation]:
     known = AMAZON_GENRES if settings.genre_set == "book32" else BOOKCOVER30_GENRES
     return [
         check("unparseable_row", gx.expectations.ExpectColumnValuesToBeInSet, column="parse_ok", value_set=[True]),
+        check("formula_like_cell", gx.expectations.ExpectColumnValuesToBeInSet, column="formula_free", value_set=[True]),
         check("book_id_missing", gx.expectations.ExpectColumnValuesToNotBeNull, column="book_id"),
         check("title_empty", gx.expectations.ExpectColumnValuesToNotBeNull, column="title"),
         check("title_too_long", gx.expectations.ExpectColumnValueLengthsToBeBetween, column="title", min_value=1, max_value=settings.title_max_chars),
@@ -135,6 +143,8 @@ def _with_row_ids(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.reset_index(drop=True).copy()
     frame["row_id"] = range(len(frame))
     frame["parse_ok"] = frame["parse_error"].isna()
+    text_cells = [frame[column].fillna("").astype(str) for column in ("title", "author")]
+    frame["formula_free"] = ~np.logical_or.reduce([cells.str.match(FORMULA_LIKE) for cells in text_cells])
     return frame
 
 
@@ -183,6 +193,7 @@ def _rare_genre_flags(kept: pd.DataFrame, min_rows: int) -> dict[int, list[str]]
 def cover_checks(settings: ValidateSettings, covers_format: str) -> list[Expectation]:
     checks = [
         check("unparseable_row", gx.expectations.ExpectColumnValuesToBeInSet, column="parse_ok", value_set=[True]),
+        check("formula_like_cell", gx.expectations.ExpectColumnValuesToBeInSet, column="formula_free", value_set=[True]),
         check("book_id_missing", gx.expectations.ExpectColumnValuesToNotBeNull, column="book_id"),
         check("title_empty", gx.expectations.ExpectColumnValuesToNotBeNull, column="title"),
         check("title_too_long", gx.expectations.ExpectColumnValueLengthsToBeBetween, column="title", min_value=1, max_value=settings.title_max_chars),
@@ -190,6 +201,7 @@ def cover_checks(settings: ValidateSettings, covers_format: str) -> list[Expecta
         check("image_outside_root", gx.expectations.ExpectColumnValuesToBeInSet, column="image_inside_root", value_set=[True]),
         check("image_missing", gx.expectations.ExpectColumnValuesToBeInSet, column="image_exists", value_set=[True]),
         check("image_undecodable", gx.expectations.ExpectColumnValuesToBeInSet, column="image_decodes", value_set=[True]),
+        check("image_too_large", gx.expectations.ExpectColumnValuesToBeBetween, column="image_pixels", max_value=settings.max_image_pixels),
         check("image_too_small", gx.expectations.ExpectColumnValuesToBeBetween, column="image_min_side", min_value=settings.min_image_side),
     ]
     if covers_format == "bookdepository":
@@ -210,6 +222,7 @@ def _add_image_facts(frame: pd.DataFrame, settings: ValidateSettings) -> pd.Data
     frame["image_exists"] = True
     frame["image_decodes"] = True
     frame["image_min_side"] = settings.min_image_side
+    frame["image_pixels"] = 0
     frame["image_error"] = None
     frame["image_path"] = None
     if has_ref.any():
@@ -220,6 +233,7 @@ def _add_image_facts(frame: pd.DataFrame, settings: ValidateSettings) -> pd.Data
             min(w, h) if error == "" else settings.min_image_side
             for w, h, error in zip(facts["width"], facts["height"], facts["error"])
         ]
+        frame.loc[has_ref, "image_pixels"] = facts["width"].astype(np.int64) * facts["height"].astype(np.int64)
         frame.loc[has_ref, "image_error"] = [error or None for error in facts["error"]]
         frame.loc[has_ref, "image_path"] = [project_relative(Path(p)) for p in facts["path"]]
     return frame
@@ -322,7 +336,7 @@ def validate_and_clean(settings: Settings) -> dict[str, object]:
     figures = {f"{o.name}_{k}": o.summary()[k] for o in (listing, covers) for k in ("rows_in", "rows_kept", "rows_quarantined")}
     metrics["mlflow_run_id"] = log_stage_run(
         settings.mlflow.experiment, "validate-clean", {"clean_listing": paths.clean_listing, "clean_covers": paths.clean_covers},
-        figures, [paths.quarantine_summary, paths.metrics_dir / "validation.json"],
+        figures, [paths.quarantine, paths.quarantine_summary, paths.metrics_dir / "validation.json"],
     )
     enforce_threshold([listing, covers], settings.validate_.max_quarantine_fraction, settings.paths.quarantine_summary)
     return metrics

@@ -127,8 +127,11 @@ def test_stage_writes_clean_parquet_quarantine_and_metrics(tiny_settings: Settin
     assert all(Path(p).is_file() for p in covers_out["image_path"])
     saved = json.loads((paths.metrics_dir / "validation.json").read_text())
     assert saved["listing"] == metrics["listing"] and saved["covers"] == metrics["covers"]
-    assert metrics["mlflow_run_id"]
     assert paths.quarantine_summary.read_text().startswith("# Quarantine summary")
+    from tasks.tracking import client
+
+    logged = {artifact.path for artifact in client().list_artifacts(metrics["mlflow_run_id"])}
+    assert {paths.quarantine.name, paths.quarantine_summary.name, "validation.json"} <= logged
 
 
 def test_a_table_without_a_required_column_stops_with_a_clear_error() -> None:
