@@ -38,7 +38,17 @@ from tasks.readers import normalized_text
 from tasks.serving import GenreClassifierModel, classifier_frame
 from tasks.settings import ClassifierSettings, Settings
 from tasks.taxonomy import AMAZON_GENRES, BOOKCOVER30_GENRES
-from tasks.tracking import champion_version, client, file_md5, lineage_tags, promote_if_better, register_version, tracked_run
+from tasks.tracking import (
+    champion_version,
+    client,
+    content_fingerprint,
+    ensure_tracking_reachable,
+    file_md5,
+    lineage_tags,
+    promote_if_better,
+    register_version,
+    tracked_run,
+)
 from tasks.text_features import FeatureBlocks, stack_blocks
 from tasks.text_features import author_tokens  # noqa: F401  champions registered before 2026-11 unpickle it from here
 
@@ -168,6 +178,7 @@ def train_and_select(settings: Settings) -> dict[str, object]:
     cfg, registry = settings.classifier, settings.mlflow
     started = time.perf_counter()
     require_inputs("train_classifier", settings.paths.clean_listing)
+    ensure_tracking_reachable()
     listing, left_out = restrict_to_label_set(pd.read_parquet(settings.paths.clean_listing), cfg.label_set)
     train, test = split_listing(listing, cfg.test_fraction)
     if train["genre"].nunique() < 2 or test.empty:
@@ -268,7 +279,10 @@ def _register_winner(settings: Settings, mlflow_client: MlflowClient, run_id: st
     description = (f"{model.name}; CV {cfg.select_metric} {cv_score:.4f}; test "
                    + ", ".join(f"{k} {v:.4f}" for k, v in test_metrics.items())
                    + f"; label set {cfg.label_set}; clean listing md5 {file_md5(settings.paths.clean_listing)}")
-    version = register_version(mlflow_client, registry.classifier_model_name, info.model_uri, description)
+    identity = {"classifier": cfg.model_dump(mode="json", exclude={"n_jobs"}), "model": model.name,
+                "test": {key: round(value, 6) for key, value in test_metrics.items()}}
+    fingerprint = content_fingerprint(identity, [settings.paths.clean_listing])
+    version = register_version(mlflow_client, registry.classifier_model_name, info.model_uri, description, fingerprint)
     promotion = promote_if_better(
         mlflow_client, registry.classifier_model_name, registry.champion_alias, version,
         test_metrics[cfg.select_metric], champion_score, cfg.select_metric,

@@ -24,7 +24,7 @@ from tasks.clip_model import ClipBundle, embed_images, embed_texts, initial_bund
 from tasks.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.settings import EvaluateSettings, Settings
 from tasks.taxonomy import readable_category
-from tasks.tracking import champion_version, client, lineage_tags, promote_if_better, tracked_run
+from tasks.tracking import champion_version, client, ensure_tracking_reachable, lineage_tags, promote_if_better, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,9 @@ def _write_outputs(settings: Settings, report: dict[str, object], table: pd.Data
 @task(name="evaluate-clip", cache_policy=NO_CACHE)
 def evaluate(settings: Settings) -> dict[str, object]:
     cfg, paths, registry = settings.evaluate, settings.paths, settings.mlflow
-    books = split_frame(with_splits(pd.read_parquet(paths.labeled_covers), settings.clip.val_fraction, settings.clip.test_fraction), "test")
     require_inputs("evaluate", paths.labeled_covers, paths.clip_dir, paths.metrics_dir / "clip_train.json")
+    ensure_tracking_reachable()
+    books = split_frame(with_splits(pd.read_parquet(paths.labeled_covers), settings.clip.val_fraction, settings.clip.test_fraction), "test")
     trained = json.loads((paths.metrics_dir / "clip_train.json").read_text(encoding="utf-8"))
     device = pick_device(settings.clip.device)
     finetuned = load_saved_clip(paths.clip_dir, settings.clip.device)

@@ -1,9 +1,11 @@
 """Fine-tune CLIP on (cover, caption) pairs with the symmetric contrastive loss.
 
-AdamW with warmup + cosine decay; bf16 autocast on CUDA, fp32 on CPU. A checkpoint
-(safetensors, written atomically) after every epoch; the epoch with the lowest validation
-loss is the one saved as the fine-tuned model, logged to MLflow and registered. Whether it
-becomes `champion` is the evaluation stage's call, on the test split.
+AdamW with warmup + cosine decay; bf16 autocast on CUDA, fp32 on CPU. The whole training
+state is checkpointed (tasks/checkpoints.py) after every epoch and, optionally, every few
+steps, so a killed run continues where it stopped when the stage is rerun with the same
+params and data. The epoch with the lowest validation loss is the one saved as the
+fine-tuned model, logged to MLflow and registered. Whether it becomes `champion` is the
+evaluation stage's call, on the test split.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import contextlib
 import json
 import logging
 import math
-import os
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,16 +27,17 @@ import torch
 import torch.nn.functional as F
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
 import tasks
+from tasks import checkpoints, clip_data, clip_model
+from tasks.checkpoints import Checkpointer, TrainState
 from tasks.clip_data import load_images, split_frame, with_splits
 from tasks.clip_model import ClipBundle, image_features, initial_bundle, pick_device, save_bundle, text_features
 from tasks.errors import DataQualityError, require_inputs
 from tasks.serving import CoverClipModel
 from tasks.settings import ClipSettings, Settings
-from tasks.tracking import client, file_md5, lineage_tags, register_version, tracked_run
+from tasks.tracking import client, content_fingerprint, ensure_tracking_reachable, file_md5, lineage_tags, register_version, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -105,50 +109,60 @@ def schedule(warmup_steps: int, total_steps: int):
     return factor
 
 
-def atomic_save(bundle: ClipBundle, path: Path) -> None:
-    """Temp file + rename: a kill during the save leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    save_model(bundle.model, str(temporary))
-    os.replace(temporary, path)
+def train(bundle: ClipBundle, train_pairs: PairSet, val_pairs: PairSet, cfg: ClipSettings, checkpointer: Checkpointer,
+          on_epoch: Callable[[EpochRecord], None] = lambda record: None, mlflow_run_id: str | None = None,
+          ) -> tuple[list[EpochRecord], int]:
+    """Train to cfg.epochs, resuming from the checkpoint when one of this run exists; reload the best epoch.
 
-
-def train(bundle: ClipBundle, train_pairs: PairSet, val_pairs: PairSet, cfg: ClipSettings, checkpoints: Path,
-          on_epoch=lambda record: None) -> tuple[list[EpochRecord], int]:
-    """Train for cfg.epochs, checkpoint each epoch, reload the best epoch's weights; return history and best epoch."""
+    The batch order of each epoch comes from a generator whose state at the epoch's start is
+    checkpointed, so a run resumed mid-epoch sees exactly the batches it would have seen.
+    """
     optimizer = torch.optim.AdamW(bundle.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                   fused=bundle.device.type == "cuda")
     steps_per_epoch = len(batches(len(train_pairs), cfg.batch_size, np.random.default_rng(0)))
     total = max(1, steps_per_epoch * cfg.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(int(cfg.warmup_fraction * total), total))
     generator = np.random.default_rng(cfg.seed)
-    history: list[EpochRecord] = []
-    best_epoch, best_loss = 0, math.inf
-    for epoch in range(1, cfg.epochs + 1):
+    state = checkpointer.resume(bundle.model, optimizer, scheduler) or TrainState(checkpointer.fingerprint, mlflow_run_id=mlflow_run_id)
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        if state.epoch_rng is None:
+            state.epoch_rng = generator.bit_generator.state
+        generator.bit_generator.state = state.epoch_rng
+        epoch_batches = batches(len(train_pairs), cfg.batch_size, generator)
         started = time.perf_counter()
         bundle.model.train()
-        losses = []
-        for index in tqdm(batches(len(train_pairs), cfg.batch_size, generator), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False):
+        done_before = state.step_in_epoch
+        for index in tqdm(epoch_batches[done_before:], desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False,
+                          initial=done_before, total=len(epoch_batches)):
             loss = batch_loss(bundle, train_pairs, index)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
+            state.epoch_losses.append(loss.item())
+            state.step_in_epoch += 1
+            state.global_step += 1
+            if checkpointer.every_steps and state.global_step % checkpointer.every_steps == 0 and state.step_in_epoch < len(epoch_batches):
+                checkpointer.save(bundle.model, optimizer, scheduler, state)
         seconds = time.perf_counter() - started
-        record = EpochRecord(epoch, float(np.mean(losses)) if losses else math.nan, mean_loss(bundle, val_pairs, cfg.batch_size),
-                             seconds, len(losses) * cfg.batch_size / max(seconds, 1e-9))
-        history.append(record)
-        atomic_save(bundle, checkpoints / f"epoch-{epoch:03d}.safetensors")
-        if record.val_loss < best_loss:
-            best_epoch, best_loss = epoch, record.val_loss
+        record = EpochRecord(epoch, float(np.mean(state.epoch_losses)) if state.epoch_losses else math.nan,
+                             mean_loss(bundle, val_pairs, cfg.batch_size), seconds,
+                             (state.step_in_epoch - done_before) * cfg.batch_size / max(seconds, 1e-9))
         log.info("epoch %d: train %.4f, val %.4f, %.0f pairs/s", epoch, record.train_loss, record.val_loss, record.pairs_per_second)
-        on_epoch(record)
-    if best_epoch == 0:
+        on_epoch(record)  # before the checkpoint: a kill in between repeats a log line rather than losing one
+        if record.val_loss < state.best_loss:
+            checkpointer.save_best(bundle.model, epoch)
+            state.best_epoch, state.best_loss = epoch, record.val_loss
+        state.history.append(asdict(record))
+        state.epoch, state.step_in_epoch, state.epoch_losses = epoch, 0, []
+        state.epoch_rng = generator.bit_generator.state
+        checkpointer.save(bundle.model, optimizer, scheduler, state)
+    history = [EpochRecord(**record) for record in state.history]
+    if state.best_epoch == 0:
         raise DataQualityError(f"CLIP training diverged: no epoch had a finite validation loss "
                                f"({[r.val_loss for r in history]}); lower clip.learning_rate")
-    load_model(bundle.model, str(checkpoints / f"epoch-{best_epoch:03d}.safetensors"), device=str(bundle.device))
-    return history, best_epoch
+    checkpointer.load_best(bundle.model, state.best_epoch)
+    return history, state.best_epoch
 
 
 def pair_set(books: pd.DataFrame, image_size: int) -> PairSet:
@@ -157,8 +171,8 @@ def pair_set(books: pd.DataFrame, image_size: int) -> PairSet:
     return PairSet(images, captions)
 
 
-def _log_run(settings: Settings, run_id: str, history: list[EpochRecord], best_epoch: int) -> str:
-    """Log the fine-tuned folder as a pyfunc model and register it; return the new version."""
+def _log_run(settings: Settings, run_id: str, history: list[EpochRecord], best_epoch: int, inputs_fingerprint: str) -> str:
+    """Log the fine-tuned folder as a pyfunc model and register it (or find it registered); return the version."""
     mlflow_client = client()
     for key, value in settings.clip.model_dump(mode="json").items():
         mlflow_client.log_param(run_id, key, json.dumps(value) if isinstance(value, dict) else value)
@@ -171,7 +185,15 @@ def _log_run(settings: Settings, run_id: str, history: list[EpochRecord], best_e
     description = (f"CLIP fine-tuned from {settings.clip.model}; best epoch {best_epoch} of {settings.clip.epochs}, "
                    f"val loss {history[best_epoch - 1].val_loss:.4f}; labeled covers md5 "
                    f"{file_md5(settings.paths.labeled_covers)}")
-    return register_version(mlflow_client, settings.mlflow.clip_model_name, info.model_uri, description)
+    fingerprint = content_fingerprint({"inputs": inputs_fingerprint}, sorted(settings.paths.clip_dir.glob("*")))
+    return register_version(mlflow_client, settings.mlflow.clip_model_name, info.model_uri, description, fingerprint)
+
+
+def training_fingerprint(settings: Settings) -> str:
+    """What a checkpoint must share with this run to be resumed: params, labeled covers and training code."""
+    code = [Path(module.__file__) for module in (clip_data, clip_model, checkpoints, sys.modules[__name__])]
+    return content_fingerprint({"clip": settings.clip.model_dump(mode="json", exclude={"checkpoint_every_steps", "num_threads"})},
+                               [settings.paths.labeled_covers, *code])
 
 
 def write_history(settings: Settings, history: list[EpochRecord]) -> Path:
@@ -187,6 +209,7 @@ def fine_tune(settings: Settings) -> dict[str, object]:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     require_inputs("finetune_clip", paths.labeled_covers)
+    ensure_tracking_reachable()
     books = with_splits(pd.read_parquet(paths.labeled_covers), cfg.val_fraction, cfg.test_fraction)
     train_books, val_books = split_frame(books, "train"), split_frame(books, "val")
     test_books, needed_for_recall = split_frame(books, "test"), max(settings.evaluate.recall_k)
@@ -201,20 +224,24 @@ def fine_tune(settings: Settings) -> dict[str, object]:
     log.info("fine-tuning CLIP (%s) on %s: %d train, %d val pairs", cfg.model, device, len(train_pairs), len(val_pairs))
     initial_val_loss = mean_loss(bundle, val_pairs, cfg.batch_size)
     mlflow_client = client()
-    with tracked_run(settings.mlflow.experiment, "fine-tune-clip", lineage_tags({"labeled_covers": paths.labeled_covers})) as run_id:
+    fingerprint = training_fingerprint(settings)
+    checkpointer = Checkpointer(paths.clip_checkpoints, fingerprint, cfg.checkpoint_every_steps)
+    previous = checkpointer.peek()
+    tags = lineage_tags({"labeled_covers": paths.labeled_covers})
+    with tracked_run(settings.mlflow.experiment, "fine-tune-clip", tags, resume_run_id=previous and previous.mlflow_run_id) as run_id:
         def log_epoch(record: EpochRecord) -> None:
             for key in ("train_loss", "val_loss", "pairs_per_second"):
                 mlflow_client.log_metric(run_id, key, getattr(record, key), step=record.epoch)
 
-        history, best_epoch = train(bundle, train_pairs, val_pairs, cfg, paths.clip_checkpoints, log_epoch)
+        history, best_epoch = train(bundle, train_pairs, val_pairs, cfg, checkpointer, log_epoch, run_id)
         save_bundle(bundle, paths.clip_dir)
         mlflow_client.log_artifact(run_id, str(write_history(settings, history)))
-        version = _log_run(settings, run_id, history, best_epoch)
+        version = _log_run(settings, run_id, history, best_epoch, fingerprint)
     metrics = {
         "model": cfg.model, "device": str(device), "train_pairs": len(train_pairs), "val_pairs": len(val_pairs),
         "best_epoch": best_epoch, "best_val_loss": history[best_epoch - 1].val_loss,
         "initial_val_loss": initial_val_loss, "history": [asdict(record) for record in history],
-        "registered_version": version, "mlflow_run_id": run_id,
+        "registered_version": version, "mlflow_run_id": run_id, "resumed_from_step": previous.global_step if previous else 0,
     }
     paths.metrics_dir.mkdir(parents=True, exist_ok=True)
     (paths.metrics_dir / "clip_train.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

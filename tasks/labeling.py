@@ -24,7 +24,7 @@ from tasks.errors import InputFileError, ModelLoadError, require_inputs
 from tasks.readers import normalized_text
 from tasks.settings import Settings
 from tasks.taxonomy import AMAZON_GENRES
-from tasks.tracking import champion_version, client, log_stage_run
+from tasks.tracking import champion_version, client, ensure_tracking_reachable, log_stage_run
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def category_agreement(books: pd.DataFrame, mapping: dict[str, frozenset[str]]) 
 def label_covers(settings: Settings) -> dict[str, object]:
     cfg, registry = settings.labeling, settings.mlflow
     require_inputs("label_covers", settings.paths.clean_covers)
+    ensure_tracking_reachable()
     model_uri = f"models:/{registry.classifier_model_name}@{registry.champion_alias}"
     client()  # points mlflow at the project's tracking/registry URI
     try:

@@ -161,6 +161,7 @@ class ClipSettings(Section):
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int = Field(0, ge=0)
+    checkpoint_every_steps: int = Field(0, ge=0)
     seed: int = 0
 
 

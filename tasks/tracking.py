@@ -9,17 +9,24 @@ model traces back to its exact data and code.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from tasks.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,35 @@ def client() -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri(), registry_uri=tracking_uri())
 
 
+class TrackingUnavailableError(UserError, ConnectionError):
+    """The MLflow tracking server cannot be reached, or went away while registering a model."""
+
+
+def ensure_tracking_reachable(attempts: int = 3, timeout_seconds: float = 3.0) -> None:
+    """Fail in seconds, before any work, when the tracking server is down.
+
+    MLflow's own client retries an unreachable server with exponential backoff for minutes;
+    a stage that trains for an hour and then cannot record the result is worse than one that
+    refuses to start. Local (sqlite/file) stores need no server.
+    """
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    error: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_seconds) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError, ValueError) as failure:
+            error = failure
+        if attempt + 1 < attempts:
+            time.sleep(2 ** attempt)
+    raise TrackingUnavailableError(
+        f"MLflow tracking server {uri} is unreachable after {attempts} tries ({error}); start it (`make ui`), "
+        "point MLFLOW_TRACKING_URI at a running server, or unset it to use the local sqlite:///mlflow.db")
+
+
 def file_md5(path: Path) -> str:
     """The md5 DVC records for a file, so an MLflow tag can be matched against dvc.lock."""
     digest = hashlib.md5()
@@ -43,6 +79,18 @@ def file_md5(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def content_fingerprint(values: dict[str, object], files: list[Path]) -> str:
+    """One digest of a stage's params and the exact bytes of its input files (and code).
+
+    Two runs with the same fingerprint computed the same thing: a checkpoint may be resumed,
+    a registered version reused instead of duplicated.
+    """
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode("utf-8"))
+    for path in files:
+        digest.update(f"{Path(path).name}:{file_md5(Path(path)) if Path(path).is_file() else 'absent'}".encode("utf-8"))
+    return digest.hexdigest()[:32]
 
 
 def git_commit() -> str:
@@ -76,22 +124,49 @@ def experiment_id(mlflow_client: MlflowClient, name: str) -> str:
     return experiment.experiment_id if experiment else mlflow_client.create_experiment(name)
 
 
+def _reopened_run(mlflow_client: MlflowClient, run_id: str | None) -> str | None:
+    """The run a killed stage was logging to, reopened, when this tracking store still has it."""
+    if not run_id:
+        return None
+    try:
+        mlflow_client.get_run(run_id)
+    except MlflowException:
+        return None
+    mlflow_client.update_run(run_id, status="RUNNING")
+    mlflow_client.set_tag(run_id, "resumed_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    log.info("continuing MLflow run %s", run_id)
+    return run_id
+
+
 @contextmanager
 def tracked_run(
-    experiment: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None
+    experiment: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[str]:
-    """Start a run, yield its id, end it FINISHED or FAILED. Nested when a parent is given."""
+    """Start a run (or reopen `resume_run_id`), yield its id, end it FINISHED or FAILED."""
     mlflow_client = client()
-    all_tags = dict(tags)
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    run = mlflow_client.create_run(experiment_id(mlflow_client, experiment), run_name=run_name, tags=all_tags)
+    run_id = _reopened_run(mlflow_client, resume_run_id)
+    if run_id is None:
+        all_tags = dict(tags)
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run_id = mlflow_client.create_run(experiment_id(mlflow_client, experiment), run_name=run_name, tags=all_tags).info.run_id
     try:
-        yield run.info.run_id
+        yield run_id
     except BaseException:
-        mlflow_client.set_terminated(run.info.run_id, "FAILED")
+        with _quietly("marking the run FAILED"):
+            mlflow_client.set_terminated(run_id, "FAILED")
         raise
-    mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+    mlflow_client.set_terminated(run_id, "FINISHED")
+
+
+@contextmanager
+def _quietly(what: str) -> Iterator[None]:
+    """For clean-up while another error is on its way up: that error is the one to report."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001
+        log.warning("%s failed too: %s", what, error)
 
 
 @dataclass(frozen=True)
@@ -119,11 +194,48 @@ def champion_version(mlflow_client: MlflowClient, name: str, alias: str) -> str 
         return None
 
 
-def register_version(mlflow_client: MlflowClient, name: str, model_uri: str, description: str) -> str:
-    """A new registry version of `model_uri`; the alias is left for `promote_if_better` to decide."""
-    version = mlflow.register_model(model_uri, name)
-    mlflow_client.update_model_version(name, version.version, description=description)
-    return str(version.version)
+# "pending" from the moment a version exists, "complete" as its last write: a pending version
+# was cut off halfway and is removed. (Versions from before this tag existed carry neither.)
+REGISTRATION_TAG = "registration"
+
+
+def _versions(mlflow_client: MlflowClient, name: str) -> list:
+    try:
+        return list(mlflow_client.search_model_versions(f"name='{name}'"))
+    except MlflowException:
+        return []
+
+
+def _remove_incomplete_versions(mlflow_client: MlflowClient, name: str) -> None:
+    for version in _versions(mlflow_client, name):
+        if version.tags.get(REGISTRATION_TAG) == "pending" and not getattr(version, "aliases", []):
+            log.warning("removing %s v%s: an earlier registration was cut off before it completed", name, version.version)
+            mlflow_client.delete_model_version(name, version.version)
+
+
+def register_version(mlflow_client: MlflowClient, name: str, model_uri: str, description: str, fingerprint: str) -> str:
+    """The registry version of this model: an existing one with the same fingerprint, else a new one.
+
+    The alias is left for `promote_if_better`. A version is usable only once its last tag is
+    written; one cut off before that (server gone, process killed) is deleted here, or on the
+    next registration when the server itself was what failed.
+    """
+    _remove_incomplete_versions(mlflow_client, name)
+    for existing in _versions(mlflow_client, name):
+        if existing.tags.get("fingerprint") == fingerprint:
+            log.info("%s v%s already holds this model (fingerprint %s); no new version", name, existing.version, fingerprint)
+            return str(existing.version)
+    version = str(mlflow.register_model(model_uri, name, tags={REGISTRATION_TAG: "pending"}).version)
+    try:
+        mlflow_client.update_model_version(name, version, description=description)
+        mlflow_client.set_model_version_tag(name, version, "fingerprint", fingerprint)
+        mlflow_client.set_model_version_tag(name, version, REGISTRATION_TAG, "complete")
+    except Exception as error:
+        with _quietly(f"removing the incomplete {name} v{version}"):
+            mlflow_client.delete_model_version(name, version)
+        raise TrackingUnavailableError(f"registering {name} v{version} failed ({error}); the incomplete version is "
+                                       "removed now or on the next run, and no alias moved. Rerun the stage") from error
+    return version
 
 
 def promote_if_better(
@@ -144,11 +256,33 @@ def promote_if_better(
     promoted = champion_score is None or challenger_score > champion_score
     if promoted:
         mlflow_client.set_registered_model_alias(name, alias, version)
+        if current != version:
+            record_alias_change(mlflow_client, name, alias, version, current, metric, challenger_score, champion_score)
         log.info("%s v%s is now @%s (%s %.4f vs %s)", name, version, alias, metric, challenger_score, champion_score)
     else:
         log.info("%s v%s stays a challenger: %s %.4f <= %.4f (champion: v%s)", name, version, metric, challenger_score, champion_score, current)
     mlflow_client.set_model_version_tag(name, version, f"{metric}_on_test", f"{challenger_score:.6f}")
     return Promotion(version, promoted, version if promoted else str(current or "none"), challenger_score, champion_score)
+
+
+def record_alias_change(mlflow_client: MlflowClient, name: str, alias: str, version: str, previous: str | None,
+                        metric: str, score: float, previous_score: float | None) -> None:
+    """Append who holds `alias` from now on, and why, as a tag of the registered model.
+
+    Aliases only point at the present; these tags keep the past (`<alias>_history.0001`, ...).
+    """
+    prefix = f"{alias}_history."
+    count = sum(1 for key in mlflow_client.get_registered_model(name).tags if key.startswith(prefix))
+    entry = {"version": version, "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), "metric": metric,
+             "score": round(score, 6), "previous_version": previous,
+             "previous_score": None if previous_score is None else round(previous_score, 6)}
+    mlflow_client.set_registered_model_tag(name, f"{prefix}{count + 1:04d}", json.dumps(entry))
+
+
+def alias_history(mlflow_client: MlflowClient, name: str, alias: str) -> list[dict[str, object]]:
+    prefix = f"{alias}_history."
+    tags = mlflow_client.get_registered_model(name).tags
+    return [json.loads(tags[key]) for key in sorted(tags) if key.startswith(prefix)]
 
 
 def log_stage_run(experiment: str, run_name: str, inputs: dict[str, Path], metrics: dict[str, float],

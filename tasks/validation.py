@@ -29,7 +29,7 @@ from tasks.images import facts_table, probe_images
 from tasks.readers import COVER_COLUMNS, LISTING_COLUMNS, normalized_text, project_relative, read_covers, read_listings
 from tasks.settings import Settings, ValidateSettings
 from tasks.taxonomy import AMAZON_GENRES, BOOKCOVER30_GENRES, BOOKDEPOSITORY_CATEGORIES
-from tasks.tracking import log_stage_run
+from tasks.tracking import ensure_tracking_reachable, log_stage_run
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +322,7 @@ def enforce_threshold(outcomes: list[TableOutcome], max_fraction: float, summary
 @task(name="validate-and-clean", cache_policy=NO_CACHE)
 def validate_and_clean(settings: Settings) -> dict[str, object]:
     """Read both inputs, validate, write clean Parquet + quarantine; fail above the threshold."""
+    ensure_tracking_reachable()
     data = settings.data
     root = data.source_root()
     if data.uses_fallback():

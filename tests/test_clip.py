@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file, load_model
+from safetensors.torch import load_file
 
+from tasks.checkpoints import LATEST, Checkpointer, best_name
 from tasks.clip_data import book_split, load_images, with_splits
 from tasks.clip_eval import recall_at_k
 from tasks.clip_model import (
@@ -361,7 +362,7 @@ def _fresh_from_checkpoint(bundle: ClipBundle, path: Path):
 
     torch.manual_seed(123)  # different random init from the trained model
     fresh = CLIPModel(bundle.model.config)
-    load_model(fresh, str(path))
+    fresh.load_state_dict({k.removeprefix("model."): v for k, v in load_file(str(path)).items()})
     return fresh
 
 
@@ -372,9 +373,9 @@ def test_train_end_to_end_checkpoints_and_restores_best(tmp_path: Path) -> None:
     bundle = initial_bundle(cfg, train_pairs.captions, None, CPU)
     seen: list[int] = []
     checkpoints = tmp_path / "checkpoints"
-    history, best = train(bundle, train_pairs, val_pairs, cfg, checkpoints, on_epoch=lambda r: seen.append(r.epoch))
+    history, best = train(bundle, train_pairs, val_pairs, cfg, Checkpointer(checkpoints, "run"), on_epoch=lambda r: seen.append(r.epoch))
 
-    assert sorted(p.name for p in checkpoints.iterdir()) == [f"epoch-{e:03d}.safetensors" for e in (1, 2, 3, 4)]
+    assert sorted(p.name for p in checkpoints.iterdir()) == [best_name(best), LATEST]
     assert [r.epoch for r in history] == [1, 2, 3, 4] == seen
     assert all(math.isfinite(r.train_loss) and math.isfinite(r.val_loss) for r in history)
     val_losses = [r.val_loss for r in history]
@@ -383,13 +384,13 @@ def test_train_end_to_end_checkpoints_and_restores_best(tmp_path: Path) -> None:
     assert history[-1].train_loss < history[0].train_loss
     assert min(val_losses) < math.log(16) - 0.2
 
-    fresh = _fresh_from_checkpoint(bundle, checkpoints / f"epoch-{best:03d}.safetensors")
+    fresh = _fresh_from_checkpoint(bundle, checkpoints / best_name(best))
     current = dict(bundle.model.named_parameters())
     for name, parameter in fresh.named_parameters():
         assert torch.equal(current[name].detach(), parameter.detach()), name
-    # and the first epoch's checkpoint differs from the trained weights (the check above is not vacuous)
-    first = load_file(str(checkpoints / "epoch-001.safetensors"))
-    assert not torch.equal(first["text_projection.weight"], current["text_projection.weight"].detach())
+    # and the initial weights differ from the trained ones (the check above is not vacuous)
+    initial = initial_bundle(cfg, train_pairs.captions, None, CPU).model.state_dict()
+    assert not torch.equal(initial["text_projection.weight"], current["text_projection.weight"].detach())
 
 
 def test_train_restores_an_earlier_best_epoch(tmp_path: Path) -> None:
@@ -400,12 +401,12 @@ def test_train_restores_an_earlier_best_epoch(tmp_path: Path) -> None:
     train_pairs = _pairs(48, seed=0)
     val_pairs = _pairs(16, seed=1, words=[names[(i + 1) % len(names)] for i in range(16)])
     bundle = initial_bundle(cfg, train_pairs.captions, None, CPU)
-    history, best = train(bundle, train_pairs, val_pairs, cfg, tmp_path / "ckpt")
+    history, best = train(bundle, train_pairs, val_pairs, cfg, Checkpointer(tmp_path / "ckpt", "run"))
     assert best == int(np.argmin([r.val_loss for r in history])) + 1
     assert best < 4, [r.val_loss for r in history]
 
-    fresh = _fresh_from_checkpoint(bundle, tmp_path / "ckpt" / f"epoch-{best:03d}.safetensors")
-    last_state = load_file(str(tmp_path / "ckpt" / "epoch-004.safetensors"))
+    fresh = _fresh_from_checkpoint(bundle, tmp_path / "ckpt" / best_name(best))
+    last_state = {k.removeprefix("model."): v for k, v in load_file(str(tmp_path / "ckpt" / LATEST)).items() if k.startswith("model.")}
     for name in ("text_projection.weight", "visual_projection.weight", "logit_scale"):
         trained = bundle.model.state_dict()[name]
         assert torch.equal(trained, fresh.state_dict()[name]), name
@@ -480,7 +481,7 @@ def test_a_diverged_run_fails_with_advice_instead_of_loading_a_missing_checkpoin
     train_pairs, val_pairs = _pairs(32, seed=0), _pairs(16, seed=1)
     bundle = initial_bundle(cfg, train_pairs.captions, None, CPU)
     with pytest.raises(DataQualityError, match="learning_rate"):
-        train(bundle, train_pairs, val_pairs, cfg, tmp_path / "checkpoints")
+        train(bundle, train_pairs, val_pairs, cfg, Checkpointer(tmp_path / "checkpoints", "run"))
 
 
 def test_recall_at_k_scores_nan_similarities_as_misses() -> None:
