@@ -4,13 +4,14 @@ from prefect import flow
 
 from flows.cli import run_flow
 from tasks.clip_eval import evaluate
+from tasks.reliability import run_stage
 from tasks.settings import load_settings
 
 
 @flow(name="evaluate-clip")
 def evaluate_flow(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, object]:
     """Score base vs fine-tuned CLIP on the test books; move @champion only on improvement."""
-    return evaluate(load_settings(params_file, overrides))
+    return run_stage(evaluate, load_settings(params_file, overrides))
 
 
 if __name__ == "__main__":

@@ -4,13 +4,14 @@ from prefect import flow
 
 from flows.cli import run_flow
 from tasks.clip_train import fine_tune
+from tasks.reliability import run_stage
 from tasks.settings import load_settings
 
 
 @flow(name="finetune-clip")
 def finetune_clip_flow(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, object]:
     """Fine-tune CLIP on (cover, caption) pairs; keep the best epoch; register it."""
-    return fine_tune(load_settings(params_file, overrides))
+    return run_stage(fine_tune, load_settings(params_file, overrides))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.cli import run_flow
+from tasks.reliability import run_stage
 from tasks.settings import load_settings
 from tasks.synthetic import generate_embedded_data
 
@@ -10,7 +11,7 @@ from tasks.synthetic import generate_embedded_data
 @flow(name="generate-embedded-data")
 def generate_flow(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, object]:
     """Write the embedded default listing and covers (data/raw/generated)."""
-    return generate_embedded_data(load_settings(params_file, overrides))
+    return run_stage(generate_embedded_data, load_settings(params_file, overrides))
 
 
 if __name__ == "__main__":

@@ -4,13 +4,14 @@ from prefect import flow
 
 from flows.cli import run_flow
 from tasks.labeling import label_covers
+from tasks.reliability import run_stage
 from tasks.settings import load_settings
 
 
 @flow(name="label-covers")
 def label_covers_flow(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, object]:
     """Caption every cover with the genre the champion classifier predicts from its title and author."""
-    return label_covers(load_settings(params_file, overrides))
+    return run_stage(label_covers, load_settings(params_file, overrides))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from flows.generate import generate_flow
 from flows.label_covers import label_covers_flow
 from flows.train_classifier import train_classifier_flow
 from flows.validate import validate_flow
+from tasks.reliability import pipeline_lock
 from tasks.settings import load_settings
 from tasks.summary import render_summary
 from tasks.versioning import record_outputs_in_dvc
@@ -21,9 +22,10 @@ def pipeline(params_file: str = "params.yaml", overrides: list[str] | None = Non
     """Validate -> classify -> label -> fine-tune CLIP -> evaluate, each stage a subflow."""
     overrides = list(overrides or [])
     settings = load_settings(params_file, overrides)  # fail on a bad param before any stage runs
-    results = {stage.name: stage(params_file=params_file, overrides=overrides) for stage in STAGES}
-    results["dvc"] = record_outputs_in_dvc(overrides, params_file, settings.runtime.dvc_commit_after_pipeline,
-                                           data_root_missing=settings.data.uses_fallback())
+    with pipeline_lock(settings.runtime.lock_file, settings.runtime.lock_wait_seconds):
+        results = {stage.name: stage(params_file=params_file, overrides=overrides) for stage in STAGES}
+        results["dvc"] = record_outputs_in_dvc(overrides, params_file, settings.runtime.dvc_commit_after_pipeline,
+                                               data_root_missing=settings.data.uses_fallback())
     return results
 
 

@@ -4,13 +4,14 @@ from prefect import flow
 
 from flows.cli import run_flow
 from tasks.classifier import train_and_select
+from tasks.reliability import run_stage
 from tasks.settings import load_settings
 
 
 @flow(name="train-classifier")
 def train_classifier_flow(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, object]:
     """Cross-validate the title -> genre candidates, register the best, promote it if it beats the champion."""
-    return train_and_select(load_settings(params_file, overrides))
+    return run_stage(train_and_select, load_settings(params_file, overrides))
 
 
 if __name__ == "__main__":

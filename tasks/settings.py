@@ -196,6 +196,10 @@ class MlflowSettings(Section):
 
 class RuntimeSettings(Section):
     dvc_commit_after_pipeline: bool = True
+    task_retries: int = Field(2, ge=0)
+    retry_backoff_seconds: float = Field(5.0, ge=0)
+    lock_file: Path = Path(".pipeline.lock")
+    lock_wait_seconds: float = Field(0.0, ge=0)
 
 
 class Settings(Section):

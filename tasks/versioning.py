@@ -16,6 +16,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.reliability import PipelineBusyError
+
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +49,10 @@ def record_outputs_in_dvc(overrides: list[str], params_file: str = "params.yaml"
         return "skipped: not a DVC repository"
     result = subprocess.run([executable, "commit", "--force"], capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"dvc commit failed: {result.stderr.strip() or result.stdout.strip()}")
+        message = result.stderr.strip() or result.stdout.strip()
+        if "lock" in message.lower():
+            raise PipelineBusyError(f"dvc commit could not record the outputs in dvc.lock: another DVC command holds the "
+                                    f"repository lock ({message.splitlines()[-1]}); run `dvc commit --force` once it is done")
+        raise RuntimeError(f"dvc commit failed: {message}")
     log.info("outputs recorded in dvc.lock")
     return "committed"

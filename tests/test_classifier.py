@@ -166,7 +166,7 @@ def test_pyfunc_contract_returns_genre_and_probability(small_listing: pd.DataFra
 
 
 def test_stage_registers_the_winner_and_guards_the_champion(tiny_settings: Settings) -> None:
-    """First run: v1 becomes champion. Same data again: v2 is registered but does not beat v1."""
+    """First run: v1 becomes champion. Same data again: the same model, so v1 again, and no new version."""
     validate_and_clean.fn(tiny_settings)
     first = train_and_select.fn(tiny_settings)
     assert first["selected"] in [*CANDIDATES, "ensemble"]
@@ -176,10 +176,14 @@ def test_stage_registers_the_winner_and_guards_the_champion(tiny_settings: Setti
     assert 0.0 < first["test"]["ece"] < 0.2
     assert set(first["test_per_class_f1"]) == set(pd.read_parquet(tiny_settings.paths.clean_listing)["genre"])
     assert first["registry"]["promoted"] is True
+    champion_record = (tiny_settings.paths.classifier_dir / "champion.json").read_bytes()
     second = train_and_select.fn(tiny_settings)
-    assert second["registry"]["registered_version"] == "2"
+    assert second["registry"]["registered_version"] == "1"
     assert second["registry"]["promoted"] is False
     assert champion_version(client(), "book-genre-classifier", "champion") == "1"
+    assert len(client().search_model_versions("name='book-genre-classifier'")) == 1
+    assert second["test"] == first["test"] and second["selected"] == first["selected"]
+    assert (tiny_settings.paths.classifier_dir / "champion.json").read_bytes() == champion_record
     saved = json.loads((tiny_settings.paths.metrics_dir / "classifier.json").read_text())
     assert saved["registry"]["champion_version"] == "1"
     assert (tiny_settings.paths.classifier_dir / "champion.json").is_file()

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,6 @@ METRICS = ("validation.json", "classifier.json", "labeling.json", "clip_train.js
 # 300 covers leave ~40 test books: few enough to be quick, enough that recall@k is not noise.
 TINY_GENERATE = ["data.root=data/raw/generated", "generate.listing_rows=600", "generate.cover_books=300", "generate.genres=6", "generate.seed=1"]
 TINY_PIPELINE = [*TINY_GENERATE, *TINY_OVERRIDES, "clip.epochs=4"]
-
-
-@pytest.fixture(scope="module")
-def prefect_harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def test_pipeline_flow_registers_both_models_as_champions(prefect_harness: None, project_dir: Path) -> None:
