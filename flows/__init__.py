@@ -16,6 +16,11 @@ QUIET_OFFLINE_DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks",
     "GIT_PYTHON_REFRESH": "quiet",
+    # A tracking server that goes away mid-stage fails the stage in ~10 s instead of MLflow's
+    # default of 7 retries with a doubling backoff (minutes); Prefect's task retries take over.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
 }
 for _name, _value in QUIET_OFFLINE_DEFAULTS.items():
     os.environ.setdefault(_name, _value)

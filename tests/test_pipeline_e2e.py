@@ -14,7 +14,7 @@ import yaml
 
 from conftest import CATEGORY_MAPPING, PROJECT_ROOT, TINY_OVERRIDES
 from tasks.settings import load_settings
-from tasks.tracking import champion_version, client
+from tasks.tracking import alias_history, champion_version, client, file_md5
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +40,24 @@ def test_pipeline_flow_registers_both_models_as_champions(prefect_harness: None,
     assert results["dvc"].startswith("skipped")  # overrides must never be recorded as params.yaml's outputs
     validation = results["validate-clean"]
     assert validation["listing"]["rows_in"] == validation["listing"]["rows_kept"] + validation["listing"]["rows_quarantined"]
+
+    # The same run again, same inputs: byte-identical outputs, no new registry version, no new alias event.
+    before = output_digests(settings)
+    pipeline(params_file=str(project_dir / "params.yaml"), overrides=overrides)
+    assert output_digests(settings) == before
+    for name in ("book-genre-classifier", "book-cover-clip"):
+        assert [str(v.version) for v in mlflow_client.search_model_versions(f"name='{name}'")] == ["1"], name
+        assert [h["version"] for h in alias_history(mlflow_client, name, "champion")] == ["1"], name
+
+
+def output_digests(settings) -> dict[str, str]:
+    """md5 of every file of every DVC-tracked output (the metrics JSON carry run ids and timings)."""
+    paths = settings.paths
+    outputs = [paths.clean_listing, paths.clean_covers, paths.quarantine, paths.quarantine_summary,
+               paths.classifier_dir, paths.labeled_covers, paths.clip_dir]
+    files = [f for out in outputs for f in ([out] if out.is_file() else sorted(out.rglob("*"))) if f.is_file()]
+    assert len(files) > len(outputs)
+    return {str(f): file_md5(f) for f in files}
 
 
 def write_tiny_project(target: Path) -> None:
