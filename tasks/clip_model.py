@@ -185,9 +185,13 @@ def load_saved_clip(folder: Path, device: str = "auto") -> ClipBundle:
 def load_cover(path: Path, size: int) -> np.ndarray:
     """Decode, resize the short side to `size` (bicubic) and centre-crop: CLIP's own preprocessing, as uint8."""
     with Image.open(path) as image:
-        image = cover_rgb(image)
-        scale = size / min(image.size)
-        resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BICUBIC)
+        return square_cover(cover_rgb(image), size)
+
+
+def square_cover(image: Image.Image, size: int) -> np.ndarray:
+    """An RGB image resized (short side to `size`, bicubic) and centre-cropped to size x size uint8."""
+    scale = size / min(image.size)
+    resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BICUBIC)
     left, top = (resized.width - size) // 2, (resized.height - size) // 2
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
 

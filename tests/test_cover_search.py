@@ -1,0 +1,148 @@
+"""Cover search on an index built from tiny generated covers: ranking, bad queries, the page's API, the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tasks.clip_model import initial_bundle, save_bundle
+from tasks.cover_search import CoverSearch, SearchInputError, embed_in_chunks
+from tasks.labeling import make_captions
+from tasks.settings import ClipSettings, SmallClipSettings
+from tasks.search_app import create_app
+
+TEMPLATE = "{title} by {author}, {genre}"
+GENRES = ["Travel", "History", "Romance"]
+
+
+class FixedGenre:
+    """Stands in for the champion classifier: the first word of the title decides."""
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        genre = ["Travel" if t.lower().startswith("paris") else "History" for t in frame["title"]]
+        return pd.DataFrame({"genre": genre, "probability": [0.75] * len(frame)})
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("index")
+    covers = pd.read_csv(tiny_data.covers_csv)
+    root = tiny_data.covers_csv.parent
+    books = pd.DataFrame({
+        "book_id": covers["isbn"].astype(str), "title": covers["name"], "author": covers["author"].fillna(""),
+        "category": covers["category"], "image_path": [str(root / p.replace("dataset/", "book-covers/")) for p in covers["img_paths"]],
+    }).head(60)
+    books["genre"] = [GENRES[i % 3] for i in range(len(books))]
+    cfg = ClipSettings(model="small", device="cpu", small=SmallClipSettings(image_size=32, patch_size=8, hidden_size=32, layers=1,
+                                                                            heads=2, projection_dim=32, vocab_size=300, max_text_tokens=16))
+    captions = make_captions(books, TEMPLATE).tolist()
+    bundle = initial_bundle(cfg, captions, None, torch.device("cpu"))
+    save_bundle(bundle, folder / "clip")
+    images, texts, ok = embed_in_chunks(bundle, books, captions, chunk=25)
+    assert ok.all() and images.shape == texts.shape == (60, 32)
+    np.save(folder / "images.npy", images)
+    np.save(folder / "captions.npy", texts)
+    books.to_parquet(folder / "books.parquet", index=False)
+    (folder / "index.json").write_text(json.dumps({"caption_template": TEMPLATE, "covers": 60}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def search(index: Path) -> CoverSearch:
+    return CoverSearch(index, FixedGenre(), "a book cover of {category}")
+
+
+def png(color: str = "red", size: tuple[int, int] = (40, 60)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_a_title_gets_its_predicted_genre_and_the_best_covers_in_order(search: CoverSearch) -> None:
+    result = search.by_title("Paris in spring", k=5)
+    assert (result.genre, result.genre_probability) == ("Travel", 0.75)
+    scores = [hit.score for hit in result.hits]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    query = search.caption_template.format(title="Paris in spring", author="unknown author", genre="Travel", category="", probability=0.75)
+    from tasks.clip_model import embed_texts
+
+    brute = np.asarray(search.images) @ embed_texts(search.bundle, [query])[0]
+    assert [hit.row for hit in result.hits] == list(np.argsort(-brute)[:5])
+    assert scores[0] == pytest.approx(float(brute.max()), abs=1e-5)
+
+
+def test_a_chosen_genre_is_used_as_given(search: CoverSearch) -> None:
+    result = search.by_title("Paris in spring", genre="Romance", k=3)
+    assert result.genre == "Romance" and result.genre_probability is None and len(result.hits) == 3
+
+
+@pytest.mark.parametrize("title, k, message", [
+    ("", 5, "type a book title"), ("   ", 5, "type a book title"), ("x" * 501, 5, "at most 500"), ("Paris", 0, "between 1 and 50"),
+    ("Paris", 51, "between 1 and 50"),
+])
+def test_empty_huge_or_odd_queries_get_a_sentence(search: CoverSearch, title: str, k: int, message: str) -> None:
+    with pytest.raises(SearchInputError, match=message):
+        search.by_title(title, k=k)
+
+
+def test_a_cover_gets_zero_shot_genres_and_its_closest_titles(search: CoverSearch) -> None:
+    result = search.by_cover(png(), k=4)
+    probabilities = [p for _, p in result.genres]
+    assert {g for g, _ in result.genres} <= set(GENRES) and probabilities == sorted(probabilities, reverse=True)
+    assert 0.99 <= sum(probabilities) <= 1.0001  # three genres: all of them shown
+    assert len(result.hits) == 4
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"), (b"<html>not an image</html>", "not an image"), (b"\x00" * (16 * 2**20), "MiB"),
+])
+def test_unusable_uploads_get_a_sentence(search: CoverSearch, data: bytes, message: str) -> None:
+    with pytest.raises(SearchInputError, match=message):
+        search.by_cover(data)
+
+
+def test_the_page_and_its_api(search: CoverSearch) -> None:
+    app = TestClient(create_app(search))
+    page = app.get("/")
+    assert page.status_code == 200 and 'id="by-title"' in page.text and 'id="cover"' in page.text
+    assert app.get("/api/genres").json() == sorted(GENRES)
+    found = app.get("/api/search", params={"title": "Paris in spring", "k": 3}).json()
+    assert found["genre"] == "Travel" and len(found["hits"]) == 3
+    image = app.get(f"/cover/{found['hits'][0]['row']}")
+    assert image.status_code == 200 and Image.open(io.BytesIO(image.content)).size[0] > 0
+    refused = app.get("/api/search", params={"title": ""})
+    assert refused.status_code == 400 and refused.json()["error"] == "type a book title to search for"
+    assert app.get("/cover/100000").status_code == 400
+    assert app.get("/cover/-1").status_code == 400
+    by_cover = app.post("/api/cover", params={"k": 2}, content=png("blue"))
+    assert by_cover.status_code == 200 and len(by_cover.json()["hits"]) == 2
+    assert app.post("/api/cover", content=b"nope").status_code == 400
+
+
+def test_the_command_line_prints_the_genre_and_ranked_covers(search: CoverSearch, capsys, tmp_path: Path) -> None:
+    from flows.search import parse_args, print_search
+
+    print_search(parse_args(["search", "Paris in spring", "-k", "3"]), search)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "genre: Travel (predicted, p = 0.75)" and [line[:5] for line in lines[1:]] == ["  1. ", "  2. ", "  3. "]
+    cover = tmp_path / "cover.png"
+    cover.write_bytes(png())
+    print_search(parse_args(["search", "--cover", str(cover), "-k", "2"]), search)
+    out = capsys.readouterr().out
+    assert out.startswith("genre (zero-shot): ") and "closest titles:" in out
+
+
+def test_a_missing_index_is_a_clear_error(tmp_path: Path) -> None:
+    from tasks.errors import InputFileError
+
+    with pytest.raises(InputFileError, match="run the index_covers stage"):
+        CoverSearch(tmp_path, FixedGenre(), "a book cover of {category}")

@@ -1,0 +1,83 @@
+"""The search page in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`)
+driven by Selenium loads the page, submits a title, and sees covers appear; it saves a screenshot.
+
+Skipped, with the reason, where the browser is not installed (`make browser` installs it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from test_cover_search import FixedGenre, index  # noqa: F401  (fixture reused)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromium-driver are not installed (`make browser`)")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture()
+def page_url(index: Path) -> Iterator[str]:  # noqa: F811
+    import uvicorn
+
+    from tasks.cover_search import CoverSearch
+    from tasks.search_app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(CoverSearch(index, FixedGenre(), "a book cover of {category}")),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the search page did not start"
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture()
+def browser() -> Iterator[object]:
+    selenium = pytest.importorskip("selenium.webdriver")
+    options = selenium.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(argument)
+    driver = selenium.Chrome(service=selenium.ChromeService(executable_path=DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_a_title_typed_in_the_page_shows_its_genre_and_covers(page_url: str, browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(page_url)
+    browser.find_element(By.ID, "title").send_keys("Paris in spring")
+    browser.find_element(By.ID, "search").click()
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#results img.cover")) == 5)
+    wait.until(lambda b: b.execute_script("return [...document.querySelectorAll('#results img.cover')].every(i => i.complete && i.naturalWidth > 0)"))
+    assert browser.find_element(By.ID, "genre").text == "Genre: Travel (predicted, p = 0.75)"
+    screenshots = Path(os.environ.get("BOOKCOVERS_SCREENSHOT_DIR", tmp_path))
+    screenshots.mkdir(parents=True, exist_ok=True)
+    shot = screenshots / "search_page.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+    browser.find_element(By.ID, "title").clear()
+    browser.find_element(By.ID, "search").click()
+    wait.until(lambda b: b.find_element(By.ID, "message").text == "type a book title to search for")
+    assert browser.find_elements(By.CSS_SELECTOR, "#results img.cover") == []
