@@ -48,6 +48,7 @@ from tasks.tracking import (
     promote_if_better,
     register_version,
     tracked_run,
+    version_description,
 )
 from tasks.text_features import FeatureBlocks, stack_blocks
 from tasks.text_features import author_tokens  # noqa: F401  champions registered before 2026-11 unpickle it from here
@@ -276,9 +277,11 @@ def _register_winner(settings: Settings, mlflow_client: MlflowClient, run_id: st
             input_example=test[["title", "author"]].head(3),
         )
     cv_score = winner.best(cfg.select_metric).mean(cfg.select_metric)
-    description = (f"{model.name}; CV {cfg.select_metric} {cv_score:.4f}; test "
-                   + ", ".join(f"{k} {v:.4f}" for k, v in test_metrics.items())
-                   + f"; label set {cfg.label_set}; clean listing md5 {file_md5(settings.paths.clean_listing)}")
+    description = version_description(
+        f"{model.name} (title + author -> genre)",
+        data=f"clean listing md5 {file_md5(settings.paths.clean_listing)}, {len(test)} test books, label set {cfg.label_set}",
+        metrics=f"CV {cfg.select_metric} {cv_score:.4f}; test " + ", ".join(f"{k} {v:.4f}" for k, v in test_metrics.items()),
+        params=cfg.model_dump(mode="json", exclude={"n_jobs"}))
     identity = {"classifier": cfg.model_dump(mode="json", exclude={"n_jobs"}), "model": model.name,
                 "test": {key: round(value, 6) for key, value in test_metrics.items()}}
     fingerprint = content_fingerprint(identity, [settings.paths.clean_listing])

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.clip_data import load_images, split_frame, with_splits
 from tasks.clip_model import ClipBundle, embed_images, embed_texts, initial_bundle, load_saved_clip, pick_device
 from tasks.errors import DataQualityError, ModelLoadError, require_inputs
+from tasks.retrieval_gallery import retrieval_gallery
 from tasks.settings import EvaluateSettings, Settings
 from tasks.taxonomy import readable_category
 from tasks.tracking import champion_version, client, ensure_tracking_reachable, lineage_tags, promote_if_better, tracked_run
@@ -132,6 +133,10 @@ def evaluate(settings: Settings) -> dict[str, object]:
     base_metrics, base_embeds = score_model(base, covers.at(base.image_size), books, cfg)
     tuned_metrics, tuned_embeds = score_model(finetuned, covers.at(finetuned.image_size), books, cfg)
     table = title_similarity_table({"base": base, "finetuned": finetuned}, {"base": base_embeds, "finetuned": tuned_embeds}, books, cfg.sample_covers)
+    gallery = retrieval_gallery(paths.plots_dir / "clip_retrieval_gallery.png", books, {
+        "base": (base, base_embeds, covers.at(base.image_size)),
+        "fine-tuned": (finetuned, tuned_embeds, covers.at(finetuned.image_size)),
+    })
     if cfg.select_metric not in tuned_metrics:
         raise DataQualityError(f"evaluate.select_metric={cfg.select_metric!r} is not one of {sorted(tuned_metrics)}")
     mlflow_client = client()
@@ -153,6 +158,8 @@ def evaluate(settings: Settings) -> dict[str, object]:
                 mlflow_client.log_metric(run_id, f"{model_name}_{key.replace('@', '_at_')}", value)
         mlflow_client.log_artifact(run_id, str(paths.metrics_dir / "clip.json"))
         mlflow_client.log_artifact(run_id, str(paths.plots_dir / "clip_title_similarity.csv"))
+        mlflow_client.log_artifact(run_id, str(gallery))
+        mlflow_client.log_artifact(run_id, str(paths.plots_dir / "clip_recall.csv"))
     report["mlflow_run_id"] = run_id
     log.info("CLIP mean recall: base %.4f -> fine-tuned %.4f", base_metrics["mean_recall"], tuned_metrics["mean_recall"])
     return report

@@ -37,7 +37,16 @@ from tasks.clip_model import ClipBundle, image_features, initial_bundle, pick_de
 from tasks.errors import DataQualityError, require_inputs
 from tasks.serving import CoverClipModel
 from tasks.settings import ClipSettings, Settings
-from tasks.tracking import client, content_fingerprint, ensure_tracking_reachable, file_md5, lineage_tags, register_version, tracked_run
+from tasks.tracking import (
+    client,
+    content_fingerprint,
+    ensure_tracking_reachable,
+    file_md5,
+    lineage_tags,
+    register_version,
+    tracked_run,
+    version_description,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +191,12 @@ def _log_run(settings: Settings, run_id: str, history: list[EpochRecord], best_e
             name="model", python_model=CoverClipModel(), artifacts={"clip": str(settings.paths.clip_dir)},
             code_paths=[str(Path(tasks.__file__).parent)], pip_requirements=CLIP_PIP_REQUIREMENTS,
         )
-    description = (f"CLIP fine-tuned from {settings.clip.model}; best epoch {best_epoch} of {settings.clip.epochs}, "
-                   f"val loss {history[best_epoch - 1].val_loss:.4f}; labeled covers md5 "
-                   f"{file_md5(settings.paths.labeled_covers)}")
+    description = version_description(
+        f"CLIP fine-tuned from {settings.clip.model} on (cover, caption) pairs",
+        data=f"labeled covers md5 {file_md5(settings.paths.labeled_covers)}, caption template {settings.labeling.caption_template!r}",
+        metrics=f"best epoch {best_epoch} of {settings.clip.epochs}, validation loss {history[best_epoch - 1].val_loss:.4f} "
+                f"(epoch 1: {history[0].val_loss:.4f}); test recall is in the evaluate run",
+        params=settings.clip.model_dump(mode="json"))
     fingerprint = content_fingerprint({"inputs": inputs_fingerprint}, sorted(settings.paths.clip_dir.glob("*")))
     return register_version(mlflow_client, settings.mlflow.clip_model_name, info.model_uri, description, fingerprint)
 

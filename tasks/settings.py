@@ -60,6 +60,7 @@ class PathSettings(Section):
     labeled_covers: Path = Path("data/processed/labeled_covers.parquet")
     clip_dir: Path = Path("models/clip")
     clip_checkpoints: Path = Path("data/interim/clip_checkpoints")
+    cover_index: Path = Path("data/processed/cover_index")
     metrics_dir: Path = Path("metrics")
     plots_dir: Path = Path("plots")
 

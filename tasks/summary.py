@@ -78,3 +78,50 @@ def render_summary(settings: Settings) -> str:
 
 if __name__ == "__main__":
     print(render_summary(load_settings()))
+
+
+# What each stage's row shows in the Prefect artifact: (label, path into the stage's result).
+STAGE_FIGURES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    "validate-clean": [("listing rows in", ("listing", "rows_in")), ("kept", ("listing", "rows_kept")),
+                       ("quarantined", ("listing", "rows_quarantined")), ("covers kept", ("covers", "rows_kept")),
+                       ("covers quarantined", ("covers", "rows_quarantined"))],
+    "train-classifier": [("selected", ("selected",)), ("test balanced accuracy", ("test", "balanced_accuracy")),
+                         ("test accuracy", ("test", "accuracy")), ("version", ("registry", "registered_version")),
+                         ("promoted", ("registry", "promoted"))],
+    "label-covers": [("books", ("books",)), ("classifier version", ("model_version",)),
+                     ("agreement with cover category", ("category_agreement", "agreement"))],
+    "finetune-clip": [("best epoch", ("best_epoch",)), ("best val loss", ("best_val_loss",)),
+                      ("version", ("registered_version",)), ("resumed from step", ("resumed_from_step",))],
+    "evaluate-clip": [("mean recall base", ("base", "mean_recall")), ("mean recall fine-tuned", ("finetuned", "mean_recall")),
+                      ("promoted", ("registry", "promoted")), ("champion", ("registry", "champion_version"))],
+    "index-covers": [("covers indexed", ("covers",)), ("CLIP version", ("version",))],
+}
+
+
+def _figure(result: dict, path: tuple[str, ...]) -> object:
+    for key in path:
+        if not isinstance(result, dict) or key not in result:
+            return "–"
+        result = result[key]
+    return f"{result:.4f}" if isinstance(result, float) else result
+
+
+def mlflow_run_link(run_id: str | None, tracking_uri: str, experiment_id: str | None) -> str:
+    """A link into the MLflow UI where there is a server; the run id where the store is a local file."""
+    if not run_id:
+        return "–"
+    if tracking_uri.startswith(("http://", "https://")) and experiment_id:
+        return f"[{run_id[:8]}]({tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
+    return f"`{run_id}`"
+
+
+def stage_table_markdown(results: dict[str, dict], tracking_uri: str, experiment_id: str | None) -> str:
+    """The Prefect artifact of a pipeline run: each stage's key figures and its MLflow run."""
+    lines = ["# Pipeline run", "", "| stage | key figures | MLflow run |", "|---|---|---|"]
+    for stage, result in results.items():
+        if not isinstance(result, dict):
+            lines.append(f"| {stage} | {result} | – |")
+            continue
+        figures = "; ".join(f"{label} {_figure(result, path)}" for label, path in STAGE_FIGURES.get(stage, []))
+        lines.append(f"| {stage} | {figures or '–'} | {mlflow_run_link(result.get('mlflow_run_id'), tracking_uri, experiment_id)} |")
+    return "\n".join(lines) + "\n"

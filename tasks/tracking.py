@@ -138,6 +138,14 @@ def _reopened_run(mlflow_client: MlflowClient, run_id: str | None) -> str | None
     return run_id
 
 
+def experiment_id_or_none(name: str) -> str | None:
+    try:
+        experiment = client().get_experiment_by_name(name)
+    except MlflowException:
+        return None
+    return experiment.experiment_id if experiment else None
+
+
 @contextmanager
 def tracked_run(
     experiment: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None,
@@ -192,6 +200,13 @@ def champion_version(mlflow_client: MlflowClient, name: str, alias: str) -> str 
         return str(mlflow_client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
+
+
+def version_description(what: str, data: str, metrics: str, params: dict[str, object]) -> str:
+    """The text the registry shows for a version: what it is, from which data, how good, made how."""
+    return (f"{what}\n\nData: {data}\n\nMetrics: {metrics}\n\nParams: "
+            + json.dumps(params, sort_keys=True, separators=(", ", ": "))[:3000]
+            + f"\n\nCode: git {git_commit()}")
 
 
 # "pending" from the moment a version exists, "complete" as its last write: a pending version

@@ -32,6 +32,12 @@ def test_pipeline_flow_registers_both_models_as_champions(prefect_harness: None,
     settings = load_settings(project_dir / "params.yaml", overrides)
     for name in METRICS:
         assert (settings.paths.metrics_dir / name).is_file(), name
+    assert (settings.paths.plots_dir / "clip_retrieval_gallery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("book-genre-classifier", "book-cover-clip"):
+        description = client().get_model_version(name, "1").description
+        assert all(part in description for part in ("Data: ", "md5", "Metrics: ", "Params: {", "Code: git")), description
+    index = json.loads((settings.paths.cover_index / "index.json").read_text())
+    assert index["version"] == "1" and index["covers"] + index["left_out"] == results["label-covers"]["books"] > 0
     mlflow_client = client()
     assert champion_version(mlflow_client, "book-genre-classifier", "champion") == "1"
     assert champion_version(mlflow_client, "book-cover-clip", "champion") == "1"
@@ -54,7 +60,7 @@ def output_digests(settings) -> dict[str, str]:
     """md5 of every file of every DVC-tracked output (the metrics JSON carry run ids and timings)."""
     paths = settings.paths
     outputs = [paths.clean_listing, paths.clean_covers, paths.quarantine, paths.quarantine_summary,
-               paths.classifier_dir, paths.labeled_covers, paths.clip_dir]
+               paths.classifier_dir, paths.labeled_covers, paths.clip_dir, paths.cover_index]
     files = [f for out in outputs for f in ([out] if out.is_file() else sorted(out.rglob("*"))) if f.is_file()]
     assert len(files) > len(outputs)
     return {str(f): file_md5(f) for f in files}
@@ -97,6 +103,8 @@ def test_flow_then_dvc_status_clean_repro_reruns_only_what_changed(tmp_path: Pat
     assert (tmp_path / "mlflow.db").is_file()
     assert "up to date" in run([dvc, "status"], tmp_path, env)
     assert "Running stage" not in run([dvc, "repro"], tmp_path, env)
+    found = run([sys.executable, "-m", "flows.search", "search", "Rick Steves Paris 2016", "-k", "3"], tmp_path, env)
+    assert found.startswith("genre: ") and found.count("\n  ") >= 2
 
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["clip"]["epochs"] = 5
