@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup init run repro test test-fast summary lock clean clean-outputs bench-classifier
+.PHONY: setup init run repro test test-fast summary lock clean clean-outputs bench-classifier bench-search search-page browser ui ui-stop
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=python3.11"'
@@ -42,7 +42,8 @@ repro: init ## the same stages through DVC (reruns only what changed)
 summary: setup
 	$(PY) -m tasks.summary
 
-test: init ## the whole suite (no GPU, no internet)
+test: init ## the whole suite (no GPU, no internet); the browser test is skipped where Chromium cannot be installed
+	-@timeout 180 $(MAKE) --no-print-directory browser >/dev/null 2>&1 || echo "note: Chromium is not installed and could not be; the search page's browser test will be skipped"
 	$(PY) -m pytest
 
 test-fast: init ## everything but the end-to-end runs
@@ -50,6 +51,22 @@ test-fast: init ## everything but the end-to-end runs
 
 bench-classifier: setup ## train + select at the full book32 size (207,572 rows) and labeling titles/s; needs ../shared/data
 	$(PY) -m benchmarks.classifier
+
+ui: init ## Prefect server (:4200) + the deployments' process + MLflow server (:5000) on 127.0.0.1; PIDs and logs in .ui/
+	$(PY) -m flows.ui start
+
+ui-stop: ## stop exactly the processes `make ui` started
+	@test -x $(PY) && $(PY) -m flows.ui stop || true
+
+bench-search: setup ## query latency of the cover search at 100,000 covers (after make run)
+	$(PY) -m benchmarks.search
+
+search-page: setup ## the cover search page on http://127.0.0.1:8000 (after make run)
+	$(BIN)/bookcovers serve
+
+browser: ## Debian's headless Chromium + driver, for the search page's browser test (needs root or sudo)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $$( [ "$$(id -u)" = 0 ] || echo sudo -n ) apt-get install -y -q chromium chromium-driver; }
 
 lock: setup ## refresh requirements.lock from the current environment
 	{ head -2 requirements.lock; $(BIN)/pip freeze --exclude-editable | grep -v '^torch=='; } > requirements.lock.new && mv requirements.lock.new requirements.lock

@@ -1,0 +1,32 @@
+"""Serve the pipeline and each stage as Prefect deployments, so runs start from the Prefect UI.
+
+`make ui` starts this beside a Prefect server; a run started from the UI executes here, in the
+project folder, through the same flows as `make run` and `dvc repro`. Parameters (the params file
+and `section.key=value` overrides) are editable in the UI's "Run" form.
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+
+from flows.pipeline import STAGES, pipeline
+
+TAGS = ["book-covers"]
+DEFAULT_PARAMETERS = {"params_file": "params.yaml", "overrides": []}
+
+
+def deployments() -> list[RunnerDeployment]:
+    whole = pipeline.to_deployment(
+        name="book-covers-pipeline", tags=[*TAGS, "pipeline"], parameters=DEFAULT_PARAMETERS,
+        description="The whole pipeline: validate, train + select the classifier, label covers, fine-tune CLIP, "
+                    "evaluate, index covers. Overrides are section.key=value strings, e.g. clip.epochs=3.",
+    )
+    stages = [stage.to_deployment(name=stage.name, tags=[*TAGS, "stage"], parameters=DEFAULT_PARAMETERS,
+                                  description=(stage.description or stage.name).strip().splitlines()[0])
+              for stage in STAGES]
+    return [whole, *stages]
+
+
+if __name__ == "__main__":
+    serve(*deployments(), limit=1)  # one run at a time: the stages share their outputs (and the run lock)

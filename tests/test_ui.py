@@ -1,0 +1,78 @@
+"""`make ui` as a user meets it: the three servers come up on 127.0.0.1, a pipeline run triggered
+through the Prefect API runs in the deployments' process and leaves its artifacts, and `make
+ui-stop` stops exactly those processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from test_pipeline_e2e import write_tiny_project
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def ui(action: str, project: Path, *ports: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.ui", action, *ports], cwd=project, capture_output=True, text=True, timeout=300)
+
+
+def listening_on_loopback_only(port: int) -> bool:
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:] + Path("/proc/net/tcp6").read_text().splitlines()[1:]
+    local = [row.split()[1] for row in rows if row.split()[3] == "0A"]  # LISTEN
+    ours = [address for address in local if int(address.rsplit(":", 1)[1], 16) == port]
+    return bool(ours) and all(address.startswith(("0100007F:", "00000000000000000000000001000000:")) for address in ours)
+
+
+def test_make_ui_serves_deployments_runs_the_pipeline_from_the_api_and_stops_cleanly(tmp_path: Path) -> None:
+    write_tiny_project(tmp_path)  # params.yaml shrunk to the tiny generated data set
+    prefect_port, mlflow_port = free_port(), free_port()
+    ports = ["--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)]
+    started = ui("start", tmp_path, *ports)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        pids = {name: int((tmp_path / ".ui" / f"{name}.pid").read_text().split()[0]) for name in ("prefect", "mlflow", "deployments")}
+        assert listening_on_loopback_only(prefect_port) and listening_on_loopback_only(mlflow_port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{mlflow_port}/health", timeout=5) as health:
+            assert health.status == 200
+
+        env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api"}
+        trigger = subprocess.run([sys.executable, "-c", TRIGGER], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=900)
+        assert trigger.returncode == 0, trigger.stdout[-3000:] + trigger.stderr[-3000:]
+        state, artifacts, deployments = trigger.stdout.strip().splitlines()[-3:]
+        assert state == "COMPLETED"
+        assert {"pipeline-summary", "quarantine-summary"} <= set(artifacts.split(","))
+        assert {"book-covers-pipeline", "validate-clean", "finetune-clip", "index-covers"} <= set(deployments.split(","))
+        assert (tmp_path / "data" / "processed" / "cover_index" / "index.json").is_file()  # ran in the project folder
+    finally:
+        stopped = ui("stop", tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
+    for name, pid in pids.items():
+        assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", name
+        assert not (tmp_path / ".ui" / f"{name}.pid").exists()
+    assert (tmp_path / ".ui" / "prefect.log").is_file()
+
+
+TRIGGER = """
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+run = run_deployment("book-covers-pipeline/book-covers-pipeline", parameters={"overrides": ["clip.epochs=2"]}, timeout=840)
+with get_client(sync_client=True) as client:
+    artifacts = [a.key for a in client.read_artifacts() if a.key]
+    deployments = [d.name for d in client.read_deployments()]
+print(run.state.type.value)
+print(",".join(sorted(set(artifacts))))
+print(",".join(sorted(deployments)))
+"""
