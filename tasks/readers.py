@@ -234,7 +234,7 @@ def read_amazon_listing(path: Path, decoded: DecodedText) -> pd.DataFrame:
 def _amazon_genre(category: str, category_id: str) -> str | None:
     """The CATEGORY name, or the name of CATEGORY_ID when the name column is empty."""
     name = _cell(category)
-    if name is None and category_id.strip().isdigit() and int(category_id) < len(AMAZON_GENRES):
+    if name is None and category_id.strip().isascii() and category_id.strip().isdigit() and int(category_id) < len(AMAZON_GENRES):
         return AMAZON_GENRES[int(category_id)]
     return name
 

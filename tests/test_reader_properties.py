@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tasks.errors import InputFileError
 from tasks.readers import COVER_COLUMNS, LISTING_COLUMNS, decode_bytes, read_covers, read_listing
 
-PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: CI sees the same examples every run. To explore further, run with
+# HYPOTHESIS_PROFILE=explore (many more random examples).
+settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 CSV_ALPHABET = st.sampled_from(list('abcé,;"\t|\n\r\x00 =@+-') + ["title", "category", "genre", "author", "image", "name"])
 csv_like_bytes = st.lists(CSV_ALPHABET, max_size=80).map(lambda parts: "".join(parts).encode("utf-8"))
 any_bytes = st.one_of(st.binary(max_size=400), csv_like_bytes)
@@ -56,6 +61,7 @@ def test_any_bytes_give_rows_or_a_clear_refusal_for_cover_tables(data: bytes, co
 
 @PROPERTY_SETTINGS
 @given(st.lists(st.lists(st.text(max_size=12), min_size=7, max_size=7), min_size=1, max_size=20))
+@example([["", "", "", "", "", "¹", ""]])  # a Unicode digit that int() refuses (found by hypothesis)
 def test_every_record_of_a_book32_listing_comes_back_as_one_row(rows: list[list[str]]) -> None:
     buffer = io.StringIO()
     csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n").writerows(rows)
@@ -72,6 +78,7 @@ def test_every_record_of_a_book32_listing_comes_back_as_one_row(rows: list[list[
     assert frame.loc[clean, "source_row"].notna().all()
 
 
+@PROPERTY_SETTINGS
 @given(st.binary(max_size=300))
 def test_decoding_never_fails_and_keeps_valid_utf8(data: bytes) -> None:
     decoded = decode_bytes(data)
