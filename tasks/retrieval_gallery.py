@@ -6,6 +6,7 @@ it is among the results: the art-search seed's before/after, for books.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -27,7 +28,7 @@ def retrieval_gallery(path: Path, books: pd.DataFrame, models: dict[str, tuple[C
                       queries: int = 4, k: int = 5) -> Path:
     """models: name -> (bundle, its test-cover embeddings, the covers as it sees them, uint8 NHWC)."""
     queries, k = min(queries, len(books)), min(k, len(books))
-    figure, axes = plt.subplots(queries * len(models), k, figsize=(1.6 * k + 2.5, 2.1 * queries * len(models)), squeeze=False)
+    figure, axes = plt.subplots(queries * len(models), k, figsize=(1.6 * k + 3.0, 2.1 * queries * len(models)), squeeze=False)
     for q in range(queries):
         query = str(books["caption"].iloc[q])
         for m, (name, (bundle, embeds, covers)) in enumerate(models.items()):
@@ -42,10 +43,11 @@ def retrieval_gallery(path: Path, books: pd.DataFrame, models: dict[str, tuple[C
                 for spine in axis.spines.values():
                     spine.set_edgecolor("#2a2" if hit else "#ccc")
                     spine.set_linewidth(4 if hit else 1)
-            label = (query[:45] + "…") if len(query) > 46 else query
+            label = textwrap.shorten(query, 84, placeholder="…")
+            label = "\n".join(textwrap.wrap(label, 28))
             axes[row][0].set_ylabel(f"{name}\n{label}" if m == 0 else name, rotation=0, ha="right", va="center", fontsize=7)
     figure.suptitle(f"Top-{k} covers per title, {' vs '.join(models)} (green: the title's own cover)", fontsize=9)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0.12, 0, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
     plt.close(figure)

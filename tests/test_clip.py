@@ -498,3 +498,18 @@ def test_test_covers_are_decoded_once_per_image_size(tmp_path: Path) -> None:
     small, large = covers.at(32), covers.at(64)
     assert small.shape == (2, 32, 32, 3) and large.shape == (2, 64, 64, 3)
     assert covers.at(32) is small
+
+
+def test_padding_to_the_longest_text_embeds_exactly_as_padding_to_max_length(small_bundle: ClipBundle) -> None:
+    """Queries are tokenized to their own length (fast); the causal mask must make that invisible."""
+    texts = ["a", "the crimson river by ann lee", "a golden book about winter letters and castles"]
+    shortest = embed_texts(small_bundle, texts)
+    encoded = small_bundle.tokenizer(texts, padding="max_length", truncation=True, max_length=small_bundle.max_text_tokens,
+                                     return_tensors="pt")
+    with torch.inference_mode():
+        small_bundle.model.eval()
+        full = small_bundle.model.get_text_features(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
+        full = full if isinstance(full, torch.Tensor) else full.pooler_output
+    full = torch.nn.functional.normalize(full.float(), dim=-1).numpy()
+    assert encoded["input_ids"].shape[1] > len(small_bundle.tokenizer(texts[1])["input_ids"])
+    np.testing.assert_allclose(shortest, full, atol=1e-5)
