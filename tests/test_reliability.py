@@ -69,15 +69,24 @@ def test_the_pipeline_and_its_stages_share_one_lock_in_one_process(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_two_stage_runs_started_at_once_one_runs_one_stops_outputs_intact(tiny_settings, tiny_data, project_dir: Path) -> None:
-    runs = [Stage("flows.validate", tiny_overrides(tiny_data), project_dir) for _ in range(2)]
-    outcomes = sorted((run.wait(timeout=300) for run in runs), key=lambda outcome: outcome[0])
-    (ok, _), (refused, message) = outcomes
-    assert (ok, refused) == (0, 2), message[-3000:]
-    assert "another run of this project is in progress" in message and "Traceback" not in message
-    paths = load_settings(project_dir / "params.yaml", tiny_overrides(tiny_data)).paths
+def test_a_run_started_while_the_pipeline_runs_stops_clearly_and_the_pipeline_finishes_intact(
+        tiny_settings, tiny_data, project_dir: Path) -> None:
+    overrides = [*tiny_overrides(tiny_data), "clip.epochs=1"]
+    pipeline = Stage("flows.pipeline", overrides, project_dir)
+    lock = project_dir / ".pipeline.lock"
+    deadline = time.monotonic() + 120
+    while f'"pid": {pipeline.process.pid}' not in (lock.read_text() if lock.exists() else ""):
+        assert time.monotonic() < deadline and pipeline.process.poll() is None, "the pipeline never took the lock"
+        time.sleep(0.1)
+    refused, message = Stage("flows.validate", overrides, project_dir).wait(timeout=300)
+    assert refused == 2, message[-3000:]
+    assert f"another run of this project is in progress (pid {pipeline.process.pid}" in message and "Traceback" not in message
+    finished, output = pipeline.wait(timeout=900)
+    assert finished == 0, output[-3000:]
+    paths = load_settings(project_dir / "params.yaml", overrides).paths
     listing, quarantine = pd.read_parquet(paths.clean_listing), pd.read_parquet(paths.quarantine)
     assert len(listing) + (quarantine["table"] == "listing").sum() == tiny_data.listing_rows
+    assert (paths.cover_index / "index.json").is_file()
 
 
 @pytest.mark.parametrize("error, transient", [
