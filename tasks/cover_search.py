@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 MAX_QUERY_CHARS = 500
 MAX_K = 50
 MAX_UPLOAD_BYTES = 15 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 40_000_000
 BOOK_COLUMNS = ["book_id", "title", "author", "genre", "category", "image_path"]
 
 
@@ -87,25 +88,35 @@ def build_index(settings: Settings) -> dict[str, object]:
     require_inputs("index_covers", paths.labeled_covers)
     ensure_tracking_reachable()
     books = pd.read_parquet(paths.labeled_covers)
-    staging = Path(tempfile.mkdtemp(prefix="cover-index-", dir=paths.cover_index.parent if paths.cover_index.parent.exists() else None))
-    model = champion_clip_folder(settings, staging / "clip")
-    bundle = load_saved_clip(staging / "clip", settings.clip.device)
+    paths.cover_index.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".cover-index-", dir=paths.cover_index.parent))  # same filesystem: rename is atomic
+    try:
+        summary = _write_index(settings, books, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if paths.cover_index.exists():
+        shutil.rmtree(paths.cover_index)
+    staging.rename(paths.cover_index)  # the index appears whole or not at all
+    log.info("indexed %d covers with %s v%s (%d could not be decoded)", summary["covers"], summary["model"], summary["version"],
+             summary["left_out"])
+    return summary
+
+
+def _write_index(settings: Settings, books: pd.DataFrame, folder: Path) -> dict[str, object]:
+    model = champion_clip_folder(settings, folder / "clip")
+    bundle = load_saved_clip(folder / "clip", settings.clip.device)
     captions = make_captions(books, settings.labeling.caption_template).tolist()
     images, texts, ok = embed_in_chunks(bundle, books, captions)
     if not ok.any():
-        raise DataQualityError(f"{paths.labeled_covers}: no cover decodes any more; rerun the validate stage")
+        raise DataQualityError(f"{settings.paths.labeled_covers}: no cover decodes any more; rerun the validate stage")
     kept = books.loc[ok, [c for c in BOOK_COLUMNS if c in books]].reset_index(drop=True)
-    np.save(staging / "images.npy", images)
-    np.save(staging / "captions.npy", texts)
-    kept.to_parquet(staging / "books.parquet", index=False)
+    np.save(folder / "images.npy", images)
+    np.save(folder / "captions.npy", texts)
+    kept.to_parquet(folder / "books.parquet", index=False)
     summary = {**model, "covers": len(kept), "left_out": int((~ok).sum()), "dim": int(images.shape[1]),
                "caption_template": settings.labeling.caption_template}
-    (staging / "index.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if paths.cover_index.exists():
-        shutil.rmtree(paths.cover_index)
-    paths.cover_index.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(paths.cover_index)  # the index appears whole or not at all
-    log.info("indexed %d covers with %s v%s (%d could not be decoded)", len(kept), model["model"], model["version"], summary["left_out"])
+    (folder / "index.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 
@@ -216,8 +227,8 @@ def _decoded_upload(data: bytes, size: int) -> np.ndarray:
     if len(data) > MAX_UPLOAD_BYTES:
         raise SearchInputError(f"the file is {len(data) / 2**20:.1f} MiB; upload a cover under {MAX_UPLOAD_BYTES // 2**20} MiB")
     try:
-        with pixel_limit(40_000_000), Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > 40_000_000:
+        with pixel_limit(MAX_UPLOAD_PIXELS), Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_UPLOAD_PIXELS:
                 raise SearchInputError(f"the image is {image.width}x{image.height} pixels; upload a smaller cover")
             rgb = cover_rgb(image)
     except SearchInputError:
