@@ -120,23 +120,23 @@ class Checkpointer:
 
     def peek(self) -> TrainState | None:
         """The saved state of this run (same fingerprint), read from metadata alone; None otherwise."""
-        metadata = self._metadata()
+        return self._own_state(self._metadata())
+
+    def _own_state(self, metadata: dict[str, str] | None) -> TrainState | None:
         if metadata is None:
             return None
         state = TrainState(**json.loads(metadata["state"]))
-        if state.fingerprint != self.fingerprint:
-            return None
-        return state
+        return state if state.fingerprint == self.fingerprint else None
 
     def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler) -> TrainState | None:
         """Restore model, optimizer, scheduler and RNG from `latest` when it belongs to this run."""
-        state = self.peek()
-        if state is None:
+        metadata = self._metadata()
+        state = self._own_state(metadata)
+        if metadata is None or state is None:
             self._set_aside_foreign_checkpoint()
             return None
         device = next(model.parameters()).device
-        metadata = self._metadata() or {}
         tensors = load_file(str(self.latest), device="cpu")
         model.load_state_dict({k.removeprefix("model."): v.to(device) for k, v in tensors.items() if k.startswith("model.")})
         optimizer_state: dict[int, dict[str, torch.Tensor]] = {}

@@ -76,9 +76,10 @@ def embed_in_chunks(bundle: ClipBundle, books: pd.DataFrame, captions: list[str]
         images.append(embed_images(bundle, decoded))
         texts.append(embed_texts(bundle, [c for c, keep in zip(captions[start:start + chunk], ok) if keep]))
         masks.append(ok)
-    dim = bundle.model.config.projection_dim
-    stack = (lambda parts: np.concatenate(parts).astype(np.float32)) if images else (lambda parts: np.zeros((0, dim), np.float32))
-    return stack(images), stack(texts), np.concatenate(masks) if masks else np.zeros(0, bool)
+    if not masks:
+        empty = np.zeros((0, bundle.model.config.projection_dim), np.float32)
+        return empty, empty, np.zeros(0, bool)
+    return np.concatenate(images).astype(np.float32), np.concatenate(texts).astype(np.float32), np.concatenate(masks)
 
 
 @task(name="index-covers", cache_policy=NO_CACHE)
