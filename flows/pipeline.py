@@ -9,6 +9,7 @@ from flows.finetune_clip import finetune_clip_flow
 from flows.generate import generate_flow
 from flows.index_covers import index_covers_flow
 from flows.label_covers import label_covers_flow
+from flows.shard_covers import shard_covers_flow
 from flows.train_classifier import train_classifier_flow
 from flows.validate import validate_flow
 from tasks.reliability import pipeline_lock
@@ -17,13 +18,13 @@ from tasks.summary import render_summary, stage_table_markdown
 from tasks.tracking import experiment_id_or_none, tracking_uri
 from tasks.versioning import record_outputs_in_dvc
 
-STAGES = (generate_flow, validate_flow, train_classifier_flow, label_covers_flow, finetune_clip_flow, evaluate_flow,
-          index_covers_flow)
+STAGES = (generate_flow, validate_flow, train_classifier_flow, label_covers_flow, shard_covers_flow, finetune_clip_flow,
+          evaluate_flow, index_covers_flow)
 
 
 @flow(name="book-covers-pipeline")
 def pipeline(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, object]:
-    """Validate -> classify -> label -> fine-tune CLIP -> evaluate -> index covers, each stage a subflow."""
+    """Validate -> classify -> label -> shard covers -> fine-tune CLIP -> evaluate -> index covers, each stage a subflow."""
     overrides = list(overrides or [])
     settings = load_settings(params_file, overrides)  # fail on a bad param before any stage runs
     with pipeline_lock(settings.runtime.lock_file, settings.runtime.lock_wait_seconds):

@@ -129,12 +129,16 @@ class Checkpointer:
         return state if state.fingerprint == self.fingerprint else None
 
     def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: torch.optim.lr_scheduler.LRScheduler) -> TrainState | None:
-        """Restore model, optimizer, scheduler and RNG from `latest` when it belongs to this run."""
+               scheduler: torch.optim.lr_scheduler.LRScheduler, set_aside: bool = True) -> TrainState | None:
+        """Restore model, optimizer, scheduler and RNG from `latest` when it belongs to this run.
+
+        `set_aside=False` for every DDP rank but 0: one process alone may move a foreign checkpoint.
+        """
         metadata = self._metadata()
         state = self._own_state(metadata)
         if metadata is None or state is None:
-            self._set_aside_foreign_checkpoint()
+            if set_aside:
+                self._set_aside_foreign_checkpoint()
             return None
         device = next(model.parameters()).device
         tensors = load_file(str(self.latest), device="cpu")

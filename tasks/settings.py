@@ -61,6 +61,7 @@ class PathSettings(Section):
     clip_dir: Path = Path("models/clip")
     clip_checkpoints: Path = Path("data/interim/clip_checkpoints")
     cover_index: Path = Path("data/processed/cover_index")
+    cover_shards: Path = Path("data/processed/cover_shards")
     metrics_dir: Path = Path("metrics")
     plots_dir: Path = Path("plots")
 
@@ -164,6 +165,21 @@ class ClipSettings(Section):
     num_threads: int = Field(0, ge=0)
     checkpoint_every_steps: int = Field(0, ge=0)
     seed: int = 0
+    # The GPU data path and loop (tasks/clip_loop.py); none of these changes what is learned.
+    shard_workers: int = Field(2, ge=1)            # processes decoding covers into the uint8 shards
+    loader_workers: int | None = Field(None, ge=0)  # DataLoader processes gathering batches (None: up to 4 on a GPU, 0 on CPU)
+    accumulation_steps: int = Field(1, ge=1)       # split each batch in this many chunks; the loss still sees the whole batch
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    devices: int = Field(1, ge=1)                  # >1: torchrun --nproc_per_node=devices (DDP)
+    torchrun_args: list[str] = []                  # extra launcher flags, e.g. a multi-node rendezvous
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> ClipSettings:
+        chunks = self.devices * self.accumulation_steps
+        if self.batch_size % chunks or self.batch_size // chunks < 1:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of devices x accumulation_steps ({chunks})")
+        return self
 
 
 class EvaluateSettings(Section):

@@ -18,6 +18,8 @@ import pytest
 
 from conftest import tiny_overrides
 from tasks.checkpoints import Checkpointer
+from tasks.clip_model import clip_image_size
+from tasks.cover_shards import write_shards
 from tasks.labeling import covers_by_book
 from tasks.settings import Settings, load_settings
 from tasks.validation import validate_and_clean
@@ -27,13 +29,14 @@ RESUMABLE = ["clip.epochs=30", "clip.checkpoint_every_steps=1", "clip.num_thread
 
 
 def labeled_covers(settings: Settings) -> None:
-    """The fine-tuning stage's input, built from the validated tiny covers with known captions."""
+    """The fine-tuning stage's inputs (labeled covers and their shards), from the validated tiny covers with known captions."""
     validate_and_clean.fn(settings)
     books = covers_by_book(pd.read_parquet(settings.paths.clean_covers))
     books["genre"] = books["category"]
     books["caption"] = books["title"] + ", " + books["category"]
     settings.paths.labeled_covers.parent.mkdir(parents=True, exist_ok=True)
     books.to_parquet(settings.paths.labeled_covers, index=False)
+    write_shards(books, settings.paths.cover_shards, clip_image_size(settings.clip), workers=1)
 
 
 class Stage:
