@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup init run repro test test-fast summary lock clean clean-outputs bench-classifier bench-search search-page browser ui ui-stop
+.PHONY: setup init run repro test test-fast summary lock clean clean-outputs bench-classifier bench-search bench-clip search-page browser ui ui-stop
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=python3.11"'
@@ -60,6 +60,9 @@ ui-stop: ## stop exactly the processes `make ui` started
 
 bench-search: setup ## query latency of the cover search at 100,000 covers (after make run)
 	$(PY) -m benchmarks.search
+
+bench-clip: setup ## CLIP fine-tuning pairs/s, speed-up over the naive recipe, MFU, peak memory (ViT-B/32 on a GPU; small CLIP on CPU); needs ../shared/data
+	$(PY) -m benchmarks.clip
 
 search-page: setup ## the cover search page on http://127.0.0.1:8000 (after make run)
 	$(BIN)/bookcovers serve

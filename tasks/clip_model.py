@@ -277,3 +277,23 @@ def embed_images(bundle: ClipBundle, images: np.ndarray, batch_size: int = 256) 
 def embed_image_paths(bundle: ClipBundle, paths: list[Path]) -> np.ndarray:
     images = np.stack([load_cover(path, bundle.image_size) for path in paths]) if paths else np.zeros((0, 1, 1, 3), np.uint8)
     return embed_images(bundle, images)
+
+
+def _encoder_forward_flops(tokens: int, width: int, intermediate: int, layers: int) -> float:
+    """Matmul FLOPs of a pre-norm transformer encoder: QKV + output projections, attention, MLP (2 per multiply-add)."""
+    per_layer = 8 * tokens * width**2 + 4 * tokens * width * intermediate + 4 * tokens**2 * width
+    return float(layers * per_layer)
+
+
+def train_flops_per_pair(config: CLIPConfig, text_tokens: int) -> float:
+    """Model FLOPs of one training step per (image, text) pair: 3 x the forward (the backward costs two forwards).
+
+    ViT-B/32 at 77 text tokens: 8.8 (image) + 6.0 (text) GFLOP forward, ~44 GFLOP per training step.
+    """
+    vision, text = config.vision_config, config.text_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    image = (_encoder_forward_flops(patches + 1, vision.hidden_size, vision.intermediate_size, vision.num_hidden_layers)
+             + 2 * patches * 3 * vision.patch_size**2 * vision.hidden_size + 2 * vision.hidden_size * config.projection_dim)
+    words = (_encoder_forward_flops(text_tokens, text.hidden_size, text.intermediate_size, text.num_hidden_layers)
+             + 2 * text.hidden_size * config.projection_dim)
+    return 3 * (image + words)

@@ -216,10 +216,18 @@ def loader_workers(cfg: ClipSettings, context: DistContext) -> int:
     return min(4, max(1, (os.cpu_count() or 1) // context.world_size - 1)) if context.device.type == "cuda" else 0
 
 
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant (it composes with DDP and torch.compile); transformers 5 renamed the switch."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:  # transformers 4
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def training_engine(bundle: ClipBundle, cfg: ClipSettings, context: DistContext) -> torch.nn.Module:
     """The module the loop calls: CLIP with the loader's batch as input, under DDP and torch.compile when asked."""
     if cfg.gradient_checkpointing:
-        bundle.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(bundle.model)
     engine: torch.nn.Module = ContrastiveClip(bundle)
     if context.distributed:
         device_ids = [context.device.index] if context.device.type == "cuda" else None

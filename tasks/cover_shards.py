@@ -76,7 +76,9 @@ def _write_chunk(images_path: str, data_offset: int, size: int, start: int, path
             errors.append(f"{type(error).__name__}: {error}"[:300])
     descriptor = os.open(images_path, os.O_WRONLY)
     try:
-        os.pwrite(descriptor, chunk.data, data_offset + start * chunk[0].nbytes)
+        written = os.pwrite(descriptor, chunk.data, data_offset + start * chunk[0].nbytes)
+        if written != chunk.nbytes:
+            raise OSError(f"{images_path}: wrote {written} of {chunk.nbytes} bytes (disk full?)")
     finally:
         os.close(descriptor)
     return errors
@@ -103,7 +105,7 @@ def _decode_into(images_path: Path, paths: list[str], size: int, workers: int) -
 
 
 def write_shards(labeled: pd.DataFrame, folder: Path, image_size: int, workers: int) -> dict[str, object]:
-    """Decode every labeled cover into `folder` (replaced whole); return the manifest."""
+    """Decode every labeled cover into `folder` (replaced whole); return its manifest plus the timing."""
     if labeled.empty:
         raise DataQualityError("no labeled covers to shard: the label_covers stage kept none")
     staging = folder.with_name(folder.name + ".staging")
@@ -117,9 +119,9 @@ def write_shards(labeled: pd.DataFrame, folder: Path, image_size: int, workers: 
         rows = labeled.reset_index(drop=True).assign(shard_row=np.arange(len(labeled)), shard_error=errors)
         rows.to_parquet(staging / ROWS, index=False)
         failed = int(rows["shard_error"].notna().sum())
+        # Content only, no timings: the manifest is part of what a training checkpoint must match.
         manifest = {"image_size": image_size, "layout": "uint8 NHWC, numpy .npy (memory-mappable)", "covers": len(rows),
-                    "written": len(rows) - failed, "failed": failed, "workers": workers, "seconds": round(seconds, 3),
-                    "covers_per_second": round(len(rows) / max(seconds, 1e-9), 1), "bytes": (staging / IMAGES).stat().st_size}
+                    "written": len(rows) - failed, "failed": failed, "bytes": (staging / IMAGES).stat().st_size}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
@@ -127,7 +129,7 @@ def write_shards(labeled: pd.DataFrame, folder: Path, image_size: int, workers: 
         shutil.rmtree(staging, ignore_errors=True)
     for reason in rows["shard_error"].dropna().head(5):
         log.warning("a cover could not be decoded and is left out of training: %s", reason)
-    return manifest
+    return {**manifest, "workers": workers, "seconds": round(seconds, 3), "covers_per_second": round(len(rows) / max(seconds, 1e-9), 1)}
 
 
 @task(name="shard-covers", cache_policy=NO_CACHE)

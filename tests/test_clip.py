@@ -513,3 +513,14 @@ def test_padding_to_the_longest_text_embeds_exactly_as_padding_to_max_length(sma
     full = torch.nn.functional.normalize(full.float(), dim=-1).numpy()
     assert encoded["input_ids"].shape[1] > len(small_bundle.tokenizer(texts[1])["input_ids"])
     np.testing.assert_allclose(shortest, full, atol=1e-5)
+
+
+@pytest.mark.skipif(not NOWEIGHTS.is_dir(), reason=f"{NOWEIGHTS} is not present on this machine")
+def test_train_flops_per_pair_of_vit_b32_is_the_published_44_gflop() -> None:
+    from transformers import CLIPConfig
+
+    from tasks.clip_model import train_flops_per_pair
+
+    config = CLIPConfig.from_pretrained(str(NOWEIGHTS))
+    assert train_flops_per_pair(config, 77) / 1e9 == pytest.approx(44.3, abs=0.2)  # 3 x (8.8 image + 6.0 text)
+    assert train_flops_per_pair(config, 20) < train_flops_per_pair(config, 77)
