@@ -44,10 +44,20 @@ import tasks
 from tasks import checkpoints, clip_data, clip_model, distributed
 from tasks.checkpoints import Checkpointer, TrainState
 from tasks.clip_data import PairSet, Tokens, batch_loader, split_frame, with_splits
-from tasks.clip_model import SMALL, ClipBundle, clip_image_size, features, initial_bundle, normalise_pixels, save_bundle
+from tasks.clip_model import (
+    SMALL,
+    ClipBundle,
+    ClipLoadError,
+    clip_image_size,
+    features,
+    initial_bundle,
+    normalise_pixels,
+    pick_device,
+    save_bundle,
+)
 from tasks.cover_shards import MANIFEST, ROWS, CoverShards
 from tasks.distributed import DistContext, barrier, broadcast_value, gather_with_grad, init_distributed
-from tasks.errors import DataQualityError, UserError, require_inputs
+from tasks.errors import DataQualityError, InputFileError, ModelLoadError, UserError, require_inputs
 from tasks.serving import CoverClipModel
 from tasks.settings import ClipSettings, Settings
 from tasks.tracking import (
@@ -68,6 +78,11 @@ SETTINGS_FILE, RESULT_FILE = "settings.json", "result.json"
 
 class TrainingLaunchError(UserError, RuntimeError):
     """The torchrun processes failed; their own output says why."""
+
+
+# The user errors a torchrun process writes down for the stage to raise again, by class name.
+REPORTABLE_ERRORS: dict[str, type[UserError]] = {error.__name__: error for error in (
+    DataQualityError, InputFileError, ModelLoadError, ClipLoadError, TrainingLaunchError)}
 
 
 CLIP_PIP_REQUIREMENTS = ["torch", "transformers", "safetensors", "pillow", "numpy", "pandas", "mlflow"]
@@ -137,22 +152,37 @@ def batches(size: int, batch_size: int, generator: np.random.Generator | None) -
 
 
 def rank_share(index_batches: list[np.ndarray], context: DistContext) -> list[np.ndarray]:
-    """This rank's contiguous slice of every global batch: rank order is the order the gather restores."""
-    return [np.array_split(index, context.world_size)[context.rank] for index in index_batches]
+    """This rank's contiguous slice of every global batch: rank order is the order the gather restores.
+
+    The gather needs equal slices: a batch that does not split evenly (only the one short batch of
+    a data set smaller than clip.batch_size) loses its last few pairs.
+    """
+    world = context.world_size
+    return [np.split(index[:len(index) - len(index) % world], world)[context.rank] for index in index_batches]
 
 
 @torch.no_grad()
-def mean_loss(bundle: ClipBundle, pairs: PairSet, batch_size: int, tokens: Tokens | None = None) -> float:
-    """Validation loss over in-order batches of the global batch size (one process: comparable across device counts)."""
+def mean_loss(bundle: ClipBundle, pairs: PairSet, batch_size: int, tokens: Tokens | None = None, chunks: int = 1) -> float:
+    """Validation loss over in-order batches of the global batch size, in one process (comparable across device counts).
+
+    Each batch is embedded in `chunks` pieces (devices x accumulation_steps: what one device was
+    set to hold), then scored whole.
+    """
     bundle.model.eval()
     module, tokens = ContrastiveClip(bundle), tokens or Tokens.encode(bundle, pairs.captions)
     total, count = 0.0, 0
     for batch in batch_loader(pairs, tokens, batches(len(pairs), batch_size, None), 0, False):
+        batch = to_device(batch, bundle.device)
         with autocast(bundle.device):
-            image, text, scale = module(**to_device(batch, bundle.device))
-        total += contrastive_loss(image, text, scale).item() * len(image)
+            outputs = [module(**part) for part in split_batch(batch, chunks)]
+        image, text = torch.cat([image for image, _, _ in outputs]), torch.cat([text for _, text, _ in outputs])
+        total += contrastive_loss(image, text, outputs[0][2]).item() * len(image)
         count += len(image)
     return total / max(1, count)
+
+
+def split_batch(batch: dict[str, torch.Tensor], chunks: int) -> list[dict[str, torch.Tensor]]:
+    return [dict(zip(batch, values)) for values in zip(*(value.chunk(chunks) for value in batch.values()))]
 
 
 def backward_step(engine: torch.nn.Module, batch: dict[str, torch.Tensor], chunks: int, context: DistContext) -> torch.Tensor:
@@ -164,14 +194,14 @@ def backward_step(engine: torch.nn.Module, batch: dict[str, torch.Tensor], chunk
     the same loss and gradients as one pass: accumulation keeps every negative, unlike summing
     per-chunk losses. CLIP has no dropout, so the re-embedding is identical to the first.
     """
-    device = next(engine.parameters()).device
+    device, ddp = next(engine.parameters()).device, _ddp_of(engine)
     if chunks == 1:
         with autocast(device):
             image, text, scale = engine(**batch)
         loss = contrastive_loss(image, text, scale, context)
         loss.backward()
         return loss.detach()
-    parts = [dict(zip(batch, values)) for values in zip(*(value.chunk(chunks) for value in batch.values()))]
+    parts = split_batch(batch, chunks)
     with torch.no_grad(), autocast(device):
         outputs = [engine(**part) for part in parts]
     images = torch.cat([image for image, _, _ in outputs]).float().requires_grad_()
@@ -182,7 +212,7 @@ def backward_step(engine: torch.nn.Module, batch: dict[str, torch.Tensor], chunk
     sizes = [len(part["images"]) for part in parts]
     for number, (part, image_grad, text_grad) in enumerate(zip(parts, images.grad.split(sizes), texts.grad.split(sizes))):
         last = number == len(parts) - 1
-        with (contextlib.nullcontext() if last or not isinstance(engine, DDP) else engine.no_sync()):
+        with (contextlib.nullcontext() if last or not isinstance(ddp, DDP) else ddp.no_sync()):
             with autocast(device):
                 image, text, scale_out = engine(**part)
             outputs_and_grads = [(image, image_grad.to(image.dtype)), (text, text_grad.to(text.dtype))]
@@ -238,6 +268,7 @@ def training_engine(bundle: ClipBundle, cfg: ClipSettings, context: DistContext)
 
 
 def _ddp_of(engine: torch.nn.Module) -> torch.nn.Module:
+    """The DDP module under torch.compile's wrapper (its `no_sync` is not forwarded by the wrapper)."""
     return getattr(engine, "_orig_mod", engine)
 
 
@@ -259,6 +290,8 @@ def train(bundle: ClipBundle, train_pairs: PairSet, val_pairs: PairSet, cfg: Cli
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(int(cfg.warmup_fraction * total), total))
     generator = np.random.default_rng(cfg.seed)
     state = _resume(checkpointer, bundle, optimizer, scheduler, context) or TrainState(checkpointer.fingerprint, mlflow_run_id=mlflow_run_id)
+    for group in optimizer.param_groups:  # a checkpoint made on CPU resumed on a GPU: fused there, whatever was saved
+        group["fused"] = bundle.device.type == "cuda"
     engine, workers = training_engine(bundle, cfg, context), loader_workers(cfg, context)
     train_tokens, val_tokens = Tokens.encode(bundle, train_pairs.captions), Tokens.encode(bundle, val_pairs.captions)
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
@@ -286,7 +319,7 @@ def train(bundle: ClipBundle, train_pairs: PairSet, val_pairs: PairSet, cfg: Cli
                 _save(checkpointer, bundle, optimizer, scheduler, state, context)
         state.epoch_losses += [loss.item() for loss in losses]
         seconds = time.perf_counter() - started
-        val_loss = mean_loss(bundle, val_pairs, cfg.batch_size, val_tokens) if context.is_main else math.nan
+        val_loss = mean_loss(bundle, val_pairs, cfg.batch_size, val_tokens, cfg.devices * cfg.accumulation_steps) if context.is_main else math.nan
         record = EpochRecord(epoch, float(np.mean(state.epoch_losses)) if state.epoch_losses else math.nan,
                              broadcast_value(val_loss, context), seconds,
                              (state.step_in_epoch - done_before) * cfg.batch_size / max(seconds, 1e-9))
@@ -305,7 +338,8 @@ def train(bundle: ClipBundle, train_pairs: PairSet, val_pairs: PairSet, cfg: Cli
     if state.best_epoch == 0:
         raise DataQualityError(f"CLIP training diverged: no epoch had a finite validation loss "
                                f"({[r.val_loss for r in history]}); lower clip.learning_rate")
-    checkpointer.load_best(bundle.model, state.best_epoch)
+    if context.is_main:  # the only process that saves the model
+        checkpointer.load_best(bundle.model, state.best_epoch)
     return history, state.best_epoch
 
 
@@ -433,7 +467,7 @@ def run_training(settings: Settings, run_id: str, context: DistContext) -> Train
     if context.is_main:
         log.info("fine-tuning CLIP (%s) on %d x %s: %d train, %d val pairs", cfg.model, context.world_size, context.device,
                  len(train_pairs), len(val_pairs))
-    initial_val_loss = mean_loss(bundle, val_pairs, cfg.batch_size) if context.is_main else math.nan
+    initial_val_loss = mean_loss(bundle, val_pairs, cfg.batch_size, None, cfg.devices * cfg.accumulation_steps) if context.is_main else math.nan
     checkpointer = Checkpointer(paths.clip_checkpoints, training_fingerprint(settings), cfg.checkpoint_every_steps)
     previous = checkpointer.peek()
     mlflow_client = client()
@@ -447,6 +481,15 @@ def run_training(settings: Settings, run_id: str, context: DistContext) -> Train
         save_bundle(bundle, paths.clip_dir)
     return TrainingResult([asdict(record) for record in history], best_epoch, initial_val_loss, len(train_pairs),
                           len(val_pairs), str(context.device), context.world_size, previous.global_step if previous else 0)
+
+
+def check_devices(cfg: ClipSettings) -> None:
+    """One process per GPU: more processes than this machine has GPUs is a param to fix, not a crash in every rank."""
+    on_gpu = pick_device(cfg.device).type == "cuda"
+    single_node = not any(argument.startswith(("--nnodes", "--rdzv")) for argument in cfg.torchrun_args)
+    if on_gpu and single_node and cfg.devices > torch.cuda.device_count():
+        raise ClipLoadError(f"clip.devices={cfg.devices} but this machine has {torch.cuda.device_count()} GPU(s); "
+                            "lower clip.devices")
 
 
 def torchrun_command(cfg: ClipSettings, launch: Path, run_id: str) -> list[str]:
@@ -464,9 +507,10 @@ def launch_torchrun(settings: Settings, run_id: str) -> TrainingResult:
     command = torchrun_command(settings.clip, launch, run_id)
     log.info("launching %d training processes: %s", settings.clip.devices, shlex.join(command))
     returncode = subprocess.run(command, check=False).returncode
-    errors = sorted(launch.glob("error-rank*.txt"))
+    errors = sorted(launch.glob("error-rank*.json"))
     if errors:
-        raise DataQualityError(errors[0].read_text(encoding="utf-8"))
+        reported = json.loads(errors[0].read_text(encoding="utf-8"))
+        raise REPORTABLE_ERRORS.get(reported["type"], TrainingLaunchError)(reported["message"])
     if returncode != 0 or not (launch / RESULT_FILE).is_file():
         raise TrainingLaunchError(f"torchrun exited with status {returncode}; the training processes' output is above. "
                                   "Checkpoints are kept: rerun the stage to resume")
@@ -484,6 +528,7 @@ def fine_tune(settings: Settings) -> dict[str, object]:
     tags = lineage_tags({"labeled_covers": paths.labeled_covers, "cover_shards": paths.cover_shards / ROWS})
     with tracked_run(settings.mlflow.experiment, "fine-tune-clip", tags, resume_run_id=previous and previous.mlflow_run_id) as run_id:
         if cfg.devices > 1:
+            check_devices(cfg)
             result = launch_torchrun(settings, run_id)
         else:
             result = run_training(settings, run_id, init_distributed(cfg.device))

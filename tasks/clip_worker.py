@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -23,20 +24,24 @@ from tasks.settings import Settings
 
 def main(argv: list[str]) -> int:
     launch, run_id = Path(argv[0]), argv[1]
-    settings = Settings.model_validate_json((launch / SETTINGS_FILE).read_text(encoding="utf-8"))
-    context = init_distributed(settings.clip.device)
-    logging.basicConfig(level=logging.INFO if context.is_main else logging.WARNING,
-                        format=f"[rank {context.rank}] %(asctime)s %(levelname)s %(name)s: %(message)s")
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"[rank {rank}] %(asctime)s %(levelname)s %(name)s: %(message)s")
+    context = None
     try:
+        settings = Settings.model_validate_json((launch / SETTINGS_FILE).read_text(encoding="utf-8"))
+        context = init_distributed(settings.clip.device)
         result = run_training(settings, run_id, context)
         if context.is_main:
             (launch / RESULT_FILE).write_text(json.dumps(asdict(result)), encoding="utf-8")
         return 0
     except UserError as error:
-        (launch / f"error-rank{context.rank}.txt").write_text(str(error), encoding="utf-8")
+        report = {"type": type(error).__name__, "message": str(error)}
+        (launch / f"error-rank{rank}.json").write_text(json.dumps(report), encoding="utf-8")
         return 2
     finally:
-        shutdown(context)
+        if context is not None:
+            shutdown(context)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_functional
 
-from tasks.clip_model import pick_device
+from tasks.clip_model import ClipLoadError, pick_device
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ def init_distributed(requested_device: str, timeout_minutes: float = 30) -> Dist
     rank, world_size, local_rank = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(requested_device)
     if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ClipLoadError(f"process {local_rank} on this node has no GPU of its own ({torch.cuda.device_count()} here); "
+                                "start at most one process per GPU (clip.devices)")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():

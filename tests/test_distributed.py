@@ -112,7 +112,7 @@ def test_a_local_only_loss_would_fail_the_comparison(saved_clip: Path, one_proce
 
 
 @pytest.mark.slow
-def test_the_stage_launches_torchrun_and_two_processes_train_what_one_does(tiny_settings, tiny_data, project_dir: Path) -> None:
+def test_the_stage_launches_torchrun_and_two_processes_train_what_one_does_and_resume_in_one(tiny_settings, tiny_data, project_dir: Path) -> None:
     """`clip.devices=2` on CPU: the Prefect stage starts torchrun (gloo), rank 0 reports, logs and registers."""
     from conftest import tiny_overrides
     from test_faults import Stage, finished, labeled_covers
@@ -136,6 +136,12 @@ def test_the_stage_launches_torchrun_and_two_processes_train_what_one_does(tiny_
         assert got["train_loss"] == pytest.approx(want["train_loss"], abs=1e-3)
     assert (settings.paths.clip_checkpoints / "latest.safetensors").is_file()
     assert (settings.paths.clip_dir / "model.safetensors").is_file()
+
+    # Devices only change speed: the finished 2-process run resumes in 1 process, to the same model and version.
+    rerun = finished(Stage("flows.finetune_clip", [*overrides, "clip.devices=1"], project_dir))
+    assert "resuming from" in rerun and "torch.distributed.run" not in rerun
+    resumed = json.loads((settings.paths.metrics_dir / "clip_train.json").read_text())
+    assert resumed["registered_version"] == "1" and resumed["history"] == two["history"]
 
 
 @pytest.mark.slow
@@ -185,3 +191,34 @@ def test_batch_size_must_split_evenly_over_devices_and_chunks() -> None:
     with pytest.raises(ValueError, match="multiple of devices x accumulation_steps"):
         _clip_settings(batch_size=10, devices=4)
     assert _clip_settings(batch_size=16, devices=2, accumulation_steps=4).batch_size == 16
+
+
+def test_a_worker_writes_its_user_error_down_for_the_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rank that meets bad data reports one sentence and its class, not a traceback from every rank."""
+    from tasks import clip_worker
+    from tasks.clip_train import REPORTABLE_ERRORS, SETTINGS_FILE
+    from tasks.errors import InputFileError
+    from tasks.settings import Settings
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    settings = Settings.model_validate({"paths": {"cover_shards": str(tmp_path / "no-shards")}, "clip": {"device": "cpu"}})
+    (tmp_path / SETTINGS_FILE).write_text(settings.model_dump_json(by_alias=True))
+    assert clip_worker.main([str(tmp_path), "run-1"]) == 2
+    report = json.loads((tmp_path / "error-rank0.json").read_text())
+    assert REPORTABLE_ERRORS[report["type"]] is InputFileError and "no-shards" in report["message"]
+
+
+def test_rank_shares_are_equal_contiguous_slices() -> None:
+    batch = np.arange(7)  # a data set smaller than the batch: one short batch that does not split in two
+    shares = [rank_share([batch], DistContext(rank, 2, CPU))[0].tolist() for rank in (0, 1)]
+    assert shares == [[0, 1, 2], [3, 4, 5]]
+    assert rank_share([np.arange(8)], DistContext(0, 1, CPU))[0].tolist() == list(range(8))
+
+
+def test_validation_in_chunks_scores_the_whole_batch(saved_clip: Path) -> None:
+    from tasks.clip_train import mean_loss
+
+    bundle, pairs = load_saved_clip(saved_clip / "clip", "cpu"), _pairs(20, seed=9)
+    whole = mean_loss(bundle, pairs, 8)
+    assert mean_loss(bundle, pairs, 8, chunks=4) == pytest.approx(whole, abs=1e-5)
+    assert mean_loss(bundle, pairs, 4) != pytest.approx(whole, abs=1e-3)  # the batch size matters: the comparison is not vacuous
