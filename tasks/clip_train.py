@@ -368,7 +368,11 @@ def _log_run(settings: Settings, run_id: str, history: list[EpochRecord], best_e
     """Log the fine-tuned folder as a pyfunc model and register it (or find it registered); return the version."""
     mlflow_client = client()
     for key, value in settings.clip.model_dump(mode="json").items():
-        mlflow_client.log_param(run_id, key, json.dumps(value) if isinstance(value, dict) else value)
+        logged = json.dumps(value) if isinstance(value, (dict, list)) else value
+        if key in THROUGHPUT_KNOBS:  # a resumed run may differ in these (its params are fixed): tags, last attempt's value
+            mlflow_client.set_tag(run_id, f"clip.{key}", logged)
+        else:
+            mlflow_client.log_param(run_id, key, logged)
     mlflow_client.log_metric(run_id, "best_val_loss", history[best_epoch - 1].val_loss)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
