@@ -487,18 +487,21 @@ def run_training(settings: Settings, run_id: str, context: DistContext) -> Train
                           len(val_pairs), str(context.device), context.world_size, previous.global_step if previous else 0)
 
 
+def single_node(cfg: ClipSettings) -> bool:
+    """No rendezvous in clip.torchrun_args: all processes on this machine."""
+    return not any(argument.startswith(("--nnodes", "--rdzv")) for argument in cfg.torchrun_args)
+
+
 def check_devices(cfg: ClipSettings) -> None:
     """One process per GPU: more processes than this machine has GPUs is a param to fix, not a crash in every rank."""
     on_gpu = pick_device(cfg.device).type == "cuda"
-    single_node = not any(argument.startswith(("--nnodes", "--rdzv")) for argument in cfg.torchrun_args)
-    if on_gpu and single_node and cfg.devices > torch.cuda.device_count():
+    if on_gpu and single_node(cfg) and cfg.devices > torch.cuda.device_count():
         raise ClipLoadError(f"clip.devices={cfg.devices} but this machine has {torch.cuda.device_count()} GPU(s); "
                             "lower clip.devices")
 
 
 def torchrun_command(cfg: ClipSettings, launch: Path, run_id: str) -> list[str]:
-    single_node = not any(argument.startswith(("--nnodes", "--rdzv")) for argument in cfg.torchrun_args)
-    return [sys.executable, "-m", "torch.distributed.run", *(["--standalone"] if single_node else []),
+    return [sys.executable, "-m", "torch.distributed.run", *(["--standalone"] if single_node(cfg) else []),
             f"--nproc_per_node={cfg.devices}", *cfg.torchrun_args, "-m", "tasks.clip_worker", str(launch), run_id]
 
 
