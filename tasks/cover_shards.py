@@ -2,8 +2,8 @@
 
 The training loop then never touches PIL: a batch is a gather from a memory-mapped NumPy array
 (N x S x S x 3 uint8, ~150 KB a cover at 224 px), pinned, copied to the GPU and normalised
-there. Writer processes decode disjoint chunks of covers straight into the memory-mapped file,
-so no pixel crosses a process boundary. A cover that cannot be decoded (validation quarantines
+there. Writer processes decode disjoint chunks of covers and write each chunk straight into its
+place in the file, so no pixel crosses a process boundary. A cover that cannot be decoded (validation quarantines
 corrupt ones upstream, but a file can change since) gets its reason in `rows.parquet` and is
 left out of training, never a crash. The folder is staged beside its target and renamed, so a
 reader sees a whole shard set or none.
