@@ -25,6 +25,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from PIL import Image
 from prefect import task
@@ -36,8 +37,8 @@ from tasks.clip_model import ClipBundle, embed_images, embed_texts, load_saved_c
 from tasks.errors import DataQualityError, InputFileError, ModelLoadError, UserError, require_inputs
 from tasks.images import cover_rgb, pixel_limit
 from tasks.labeling import make_captions
-from tasks.settings import Settings
-from tasks.tracking import client, ensure_tracking_reachable
+from tasks.settings import MlflowSettings, Settings
+from tasks.tracking import champion_version, client, ensure_tracking_reachable
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +53,39 @@ class SearchInputError(UserError, ValueError):
     """A query the search cannot answer: the message is for the person who typed it."""
 
 
-def champion_clip_folder(settings: Settings, target: Path) -> dict[str, str]:
-    """Copy the champion CLIP's saved folder into `target`; return what it is (name, version)."""
-    registry = settings.mlflow
-    uri = f"models:/{registry.clip_model_name}@{registry.champion_alias}"
-    mlflow_client = client()
+def index_model(mlflow_client: MlflowClient, registry: MlflowSettings) -> dict[str, str | None]:
+    """The CLIP the index is built with: the champion, or while there is none yet the newest complete version.
+
+    A first fine-tuning that did not beat the model it started from leaves no champion (with the
+    small from-scratch CLIP, recall sits at chance level and the comparison is a coin flip); the
+    search still needs a model, and says which one it got. The next champion rebuilds the index.
+    """
+    name, alias = registry.clip_model_name, registry.champion_alias
+    version = champion_version(mlflow_client, name, alias)
+    if version is not None:
+        return {"model": name, "version": version, "uri": f"models:/{name}@{alias}", "alias": alias}
     try:
-        version = mlflow_client.get_model_version_by_alias(registry.clip_model_name, registry.champion_alias).version
-        folder = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="clip-index-"))
+        versions = [v for v in mlflow_client.search_model_versions(f"name='{name}'") if v.tags.get("registration") != "pending"]
+    except MlflowException:
+        versions = []
+    if not versions:
+        raise ModelLoadError(f"no version of {name} is registered; run the pipeline up to `evaluate` first")
+    newest = str(max(int(v.version) for v in versions))
+    log.warning("%s has no %s yet (no fine-tuning has beaten its starting point); indexing with its newest version %s",
+                name, alias, newest)
+    return {"model": name, "version": newest, "uri": f"models:/{name}/{newest}", "alias": None}
+
+
+def champion_clip_folder(settings: Settings, target: Path) -> dict[str, str | None]:
+    """Copy the index's CLIP (see `index_model`) saved folder into `target`; return what it is."""
+    model = index_model(client(), settings.mlflow)
+    try:
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=model["uri"], dst_path=tempfile.mkdtemp(prefix="clip-index-"))
     except (MlflowException, OSError) as error:
-        raise ModelLoadError(f"{uri} cannot be loaded ({error}); run the pipeline up to `evaluate` first") from error
+        raise ModelLoadError(f"{model['uri']} cannot be loaded ({error}); run the pipeline up to `evaluate` first") from error
     shutil.copytree(Path(folder) / "artifacts" / "clip", target)
     shutil.rmtree(folder, ignore_errors=True)
-    return {"model": registry.clip_model_name, "version": str(version), "uri": uri}
+    return model
 
 
 def embed_in_chunks(bundle: ClipBundle, books: pd.DataFrame, captions: list[str], chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

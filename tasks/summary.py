@@ -59,8 +59,8 @@ def _registry(settings: Settings, classifier: dict, clip: dict) -> list[str]:
                            (settings.mlflow.clip_model_name, clip.get("registry"))):
         if registry:
             verdict = "promoted" if registry["promoted"] else "kept as challenger"
-            lines.append(f"  {name}: v{registry['registered_version']} {verdict}; "
-                         f"@{settings.mlflow.champion_alias} = v{registry['champion_version']}")
+            champion = f"v{registry['champion_version']}" if registry["champion_version"] else "none yet"
+            lines.append(f"  {name}: v{registry['registered_version']} {verdict}; @{settings.mlflow.champion_alias} = {champion}")
     return lines
 
 

@@ -90,3 +90,18 @@ def test_a_version_left_pending_by_a_dead_server_is_removed_by_the_next_registra
     assert versions(mlflow_client) == sorted([str(legacy.version), fresh])
     assert str(pending.version) not in versions(mlflow_client)
     assert mlflow_client.get_model_version(NAME, fresh).tags[REGISTRATION_TAG] == "complete"
+
+
+def test_the_cover_index_uses_the_champion_else_the_newest_version_and_says_which(model_uri: str) -> None:
+    from tasks.cover_search import index_model
+    from tasks.errors import ModelLoadError
+    from tasks.settings import MlflowSettings
+
+    registry, mlflow_client = MlflowSettings(clip_model_name=NAME, champion_alias=ALIAS), client()
+    with pytest.raises(ModelLoadError, match="no version of some-model is registered"):
+        index_model(mlflow_client, registry)
+    first = register_version(mlflow_client, NAME, model_uri, "first", "fp-1")
+    second = register_version(mlflow_client, NAME, model_uri, "second", "fp-2")
+    assert index_model(mlflow_client, registry) == {"model": NAME, "version": second, "uri": f"models:/{NAME}/{second}", "alias": None}
+    assert promote_if_better(mlflow_client, NAME, ALIAS, first, 0.8, None, "accuracy").promoted
+    assert index_model(mlflow_client, registry) == {"model": NAME, "version": first, "uri": f"models:/{NAME}@{ALIAS}", "alias": ALIAS}
