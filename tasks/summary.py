@@ -59,7 +59,7 @@ def _registry(settings: Settings, classifier: dict, clip: dict) -> list[str]:
                            (settings.mlflow.clip_model_name, clip.get("registry"))):
         if registry:
             verdict = "promoted" if registry["promoted"] else "kept as challenger"
-            champion = f"v{registry['champion_version']}" if registry["champion_version"] else "none yet"
+            champion = "none yet" if registry["champion_version"] in (None, "none") else f"v{registry['champion_version']}"
             lines.append(f"  {name}: v{registry['registered_version']} {verdict}; @{settings.mlflow.champion_alias} = {champion}")
     return lines
 

@@ -27,3 +27,14 @@ def test_each_stage_is_a_row_with_its_figures_and_run() -> None:
 def test_a_local_store_shows_the_run_id_instead_of_a_link() -> None:
     table = stage_table_markdown(RESULTS, "sqlite:///mlflow.db", "7")
     assert "`abcdef0123456789`" in table and "http" not in table
+
+
+def test_the_registry_lines_say_when_there_is_no_champion_yet() -> None:
+    from tasks.settings import Settings
+    from tasks.summary import _registry
+
+    kept = {"registered_version": "1", "promoted": False, "champion_version": "none"}
+    promoted = {"registered_version": "2", "promoted": True, "champion_version": "2"}
+    lines = _registry(Settings(), {"registry": promoted}, {"registry": kept})
+    assert lines == ["  book-genre-classifier: v2 promoted; @champion = v2",
+                     "  book-cover-clip: v1 kept as challenger; @champion = none yet"]
