@@ -364,6 +364,12 @@ def pair_set(books: pd.DataFrame, shards: CoverShards) -> PairSet:
     return PairSet(shards.images, books["caption"].tolist(), books["shard_row"].to_numpy())
 
 
+# Knobs that change how fast training runs, never what it learns: a checkpoint resumes across them
+# (e.g. a run started on 1 GPU continues on 4, or with gradient caching to fit memory).
+THROUGHPUT_KNOBS = {"checkpoint_every_steps", "num_threads", "shard_workers", "loader_workers", "accumulation_steps",
+                    "gradient_checkpointing", "compile", "devices", "torchrun_args"}
+
+
 def _log_run(settings: Settings, run_id: str, history: list[EpochRecord], best_epoch: int, inputs_fingerprint: str) -> str:
     """Log the fine-tuned folder as a pyfunc model and register it (or find it registered); return the version."""
     mlflow_client = client()
@@ -387,12 +393,6 @@ def _log_run(settings: Settings, run_id: str, history: list[EpochRecord], best_e
         params=settings.clip.model_dump(mode="json"))
     fingerprint = content_fingerprint({"inputs": inputs_fingerprint}, sorted(settings.paths.clip_dir.glob("*")))
     return register_version(mlflow_client, settings.mlflow.clip_model_name, info.model_uri, description, fingerprint)
-
-
-# Knobs that change how fast training runs, never what it learns: a checkpoint resumes across them
-# (e.g. a run started on 1 GPU continues on 4, or with gradient caching to fit memory).
-THROUGHPUT_KNOBS = {"checkpoint_every_steps", "num_threads", "shard_workers", "loader_workers", "accumulation_steps",
-                    "gradient_checkpointing", "compile", "devices", "torchrun_args"}
 
 
 def training_fingerprint(settings: Settings) -> str:
