@@ -34,13 +34,13 @@ init: setup ## DVC's local default remote folder; MLflow creates mlflow.db on fi
 	@mkdir -p dvc-remote
 
 run: init ## the whole pipeline as one Prefect flow, then a summary
-	$(PY) -m flows.pipeline
+	$(BIN)/bookcovers run
 
 repro: init ## the same stages through DVC (reruns only what changed)
 	$(BIN)/dvc repro
 
 summary: setup
-	$(PY) -m tasks.summary
+	$(BIN)/bookcovers summary
 
 test: init ## the whole suite (no GPU, no internet); the browser test is skipped where Chromium cannot be installed
 	-@timeout 180 $(MAKE) --no-print-directory browser >/dev/null 2>&1 || echo "note: Chromium is not installed and could not be; the search page's browser test will be skipped"
@@ -53,10 +53,10 @@ bench-classifier: setup ## train + select at the full book32 size (207,572 rows)
 	$(PY) -m benchmarks.classifier
 
 ui: init ## Prefect server (:4200) + the deployments' process + MLflow server (:5000) on 127.0.0.1; PIDs and logs in .ui/
-	$(PY) -m flows.ui start
+	$(BIN)/bookcovers ui start
 
 ui-stop: ## stop exactly the processes `make ui` started
-	@test -x $(PY) && $(PY) -m flows.ui stop || true
+	@test -x $(PY) && $(BIN)/bookcovers ui stop || true
 
 bench-search: setup ## query latency of the cover search at 100,000 covers (after make run)
 	$(PY) -m benchmarks.search

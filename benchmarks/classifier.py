@@ -135,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("tasks").setLevel(logging.INFO)
-    from tasks.classifier import restrict_to_label_set, split_listing, train_and_select
-    from tasks.settings import load_settings
-    from tasks.validation import validate_and_clean
+    from tasks.genre.training import restrict_to_label_set, split_listing, train_and_select
+    from tasks.inputs.validation import validate_and_clean
+    from tasks.platform.settings import load_settings
 
     paths = {key: work / name for key, name in (
         ("clean_listing", "listing.parquet"), ("clean_covers", "covers.parquet"), ("quarantine", "quarantine.parquet"),

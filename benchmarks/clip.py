@@ -39,12 +39,20 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from tasks.clip_data import PairSet, Tokens, batch_loader
-from tasks.clip_model import CLIPImageProcessor, ClipBundle, clip_image_size, initial_bundle, load_cover, load_source, train_flops_per_pair
-from tasks.clip_train import backward_step, batches, loader_workers, to_device, training_engine
-from tasks.cover_shards import IMAGES, write_shards
-from tasks.distributed import DistContext
-from tasks.settings import ClipSettings
+from tasks.clip.data import PairSet, Tokens, batch_loader
+from tasks.clip.distributed import DistContext
+from tasks.clip.loop import backward_step, batches, loader_workers, to_device, training_engine
+from tasks.clip.model import (
+    ClipBundle,
+    CLIPImageProcessor,
+    clip_image_size,
+    initial_bundle,
+    load_cover,
+    load_source,
+    train_flops_per_pair,
+)
+from tasks.clip.shards import IMAGES, write_shards
+from tasks.platform.settings import ClipSettings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 COVERS_CSV = SHARED / "data" / "bookdepository-covers" / "book-covers.csv"

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.clip_model import embed_texts
-from tasks.cover_search import CoverSearch
-from tasks.settings import load_settings
+from tasks.clip.model import embed_texts
+from tasks.platform.settings import load_settings
+from tasks.search.engine import CoverSearch
 
 QUERIES = ["Rick Steves Paris 2016", "The Joy of Cooking", "A Brief History of Time", "Pride and Prejudice",
            "Learning Python", "The Very Hungry Caterpillar", "Harry Potter and the Sorcerer's Stone", "Cosmos",
@@ -104,8 +104,8 @@ def vit_b32_title_embedding(repeats: int) -> list[float] | None:
     folder = Path("../shared/models/clip-vit-base-patch32-noweights")
     if not folder.is_dir():
         return None
-    from tasks.clip_model import load_source
-    from tasks.settings import ClipSettings
+    from tasks.clip.model import load_source
+    from tasks.platform.settings import ClipSettings
 
     bundle = load_source(str(folder), ClipSettings(model=str(folder)), offline=True, seed=0, device=torch.device("cpu"))
     embed_texts(bundle, [QUERIES[0]])
@@ -121,7 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is what `bookcovers` uses (see flows/search.py)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is what `bookcovers` uses (see flows/bookcovers.py)")
     args = parser.parse_args()
     settings = load_settings()
     real_index = settings.paths.cover_index if (settings.paths.cover_index / "index.json").is_file() else None

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.cli import run_flow
-from tasks.cover_search import build_index
-from tasks.reliability import run_stage
-from tasks.settings import load_settings
+from flows.runner import run_flow
+from tasks.platform.reliability import run_stage
+from tasks.platform.settings import load_settings
+from tasks.search.index import build_index
 
 
 @flow(name="index-covers")

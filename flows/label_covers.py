@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.cli import run_flow
-from tasks.labeling import label_covers
-from tasks.reliability import run_stage
-from tasks.settings import load_settings
+from flows.runner import run_flow
+from tasks.genre.labeling import label_covers
+from tasks.platform.reliability import run_stage
+from tasks.platform.settings import load_settings
 
 
 @flow(name="label-covers")

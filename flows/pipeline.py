@@ -3,20 +3,20 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.cli import run_flow
 from flows.evaluate import evaluate_flow
 from flows.finetune_clip import finetune_clip_flow
 from flows.generate import generate_flow
 from flows.index_covers import index_covers_flow
 from flows.label_covers import label_covers_flow
+from flows.runner import run_flow
 from flows.shard_covers import shard_covers_flow
 from flows.train_classifier import train_classifier_flow
 from flows.validate import validate_flow
-from tasks.reliability import pipeline_lock
-from tasks.settings import load_settings
-from tasks.summary import render_summary, stage_table_markdown
-from tasks.tracking import experiment_id_or_none, tracking_uri
-from tasks.versioning import record_outputs_in_dvc
+from tasks.platform.data_versioning import record_outputs_in_dvc
+from tasks.platform.reliability import pipeline_lock
+from tasks.platform.settings import load_settings
+from tasks.platform.summary import render_summary, stage_table_markdown
+from tasks.platform.tracking import experiment_id_or_none, tracking_uri
 
 STAGES = (generate_flow, validate_flow, train_classifier_flow, label_covers_flow, shard_covers_flow, finetune_clip_flow,
           evaluate_flow, index_covers_flow)

@@ -40,7 +40,7 @@ def services(host: str, prefect_port: int, mlflow_port: int) -> list[Service]:
                 f"{prefect_api}/health", prefect_home),
         Service("mlflow", [str(bin_dir / "mlflow"), "server", "--host", host, "--port", str(mlflow_port),
                            "--backend-store-uri", "sqlite:///mlflow.db", "--workers", "1"], f"{tracking}/health", {}),
-        Service("deployments", [sys.executable, "-m", "flows.serve"], f"{prefect_api}/deployments/count",
+        Service("deployments", [sys.executable, "-m", "flows.deployments"], f"{prefect_api}/deployments/count",
                 {**prefect_home, "PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": tracking}, expected=len(deployment_names())),
     ]
 
@@ -137,18 +137,26 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m flows.ui", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["start", "stop"])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `bookcovers ui` and `python -m flows.ui`: one definition for both."""
+    parser.add_argument("action", choices=["start", "stop"], help="start the servers in the background, or stop them")
     parser.add_argument("--host", default="127.0.0.1", help="address the servers bind (default: this machine only)")
     parser.add_argument("--prefect-port", type=int, default=4200)
     parser.add_argument("--mlflow-port", type=int, default=5000)
     parser.add_argument("--wait", type=float, default=90.0, help="seconds to wait for each server to answer")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.action == "start":
         start(args.host, args.prefect_port, args.mlflow_port, args.wait)
     else:
         stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.ui", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

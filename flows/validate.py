@@ -5,10 +5,10 @@ import time
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.cli import run_flow
-from tasks.reliability import run_stage
-from tasks.settings import load_settings
-from tasks.validation import validate_and_clean
+from flows.runner import run_flow
+from tasks.inputs.validation import validate_and_clean
+from tasks.platform.reliability import run_stage
+from tasks.platform.settings import load_settings
 
 
 @flow(name="validate-clean")

@@ -1,60 +1,7 @@
-"""The MLflow pyfunc wrappers that the registry serves.
+"""Old path of the two pyfunc wrappers, kept because models registered before tasks/ was split into
+domain folders unpickle `tasks.serving.GenreClassifierModel` / `CoverClipModel` from here."""
 
-Kept apart from the training code and light on imports, because MLflow copies this package
-next to each logged model (code_paths) and imports it wherever the model is loaded.
-"""
+from tasks.clip.pyfunc import CoverClipModel
+from tasks.genre.pyfunc import GenreClassifierModel, classifier_frame
 
-from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
-from mlflow.pyfunc import PythonModel, PythonModelContext
-
-def classifier_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The two text columns the classifier reads, missing authors as empty strings."""
-    if "title" not in frame:
-        raise ValueError(f"classifier input needs a 'title' column (and optionally 'author'); got {list(frame.columns)}")
-    title = frame["title"].fillna("").astype(str)
-    author = frame["author"].fillna("").astype(str) if "author" in frame else pd.Series("", index=frame.index)
-    return pd.DataFrame({"title": title, "author": author})
-
-
-class GenreClassifierModel(PythonModel):
-    """title + author -> genre and its probability: the contract of `book-genre-classifier`."""
-
-    def __init__(self, pipeline: Any) -> None:
-        self.pipeline = pipeline
-
-    def predict(self, context: PythonModelContext | None, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        frame = pd.DataFrame(model_input)
-        probabilities = self.pipeline.predict_proba(classifier_frame(frame))
-        best = np.argmax(probabilities, axis=1)
-        classes = np.asarray(self.pipeline.classes_)
-        return pd.DataFrame({"genre": classes[best], "probability": probabilities[np.arange(len(best)), best]}, index=frame.index)
-
-
-class CoverClipModel(PythonModel):
-    """Embeds texts (column `text`) or cover images (column `image_path`) with the fine-tuned CLIP.
-
-    Returns one L2-normalised `embedding` per row, so callers rank by dot product.
-    """
-
-    def load_context(self, context: PythonModelContext) -> None:
-        from tasks.clip_model import load_saved_clip
-
-        self.bundle = load_saved_clip(Path(context.artifacts["clip"]))
-
-    def predict(self, context: PythonModelContext | None, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from tasks.clip_model import embed_image_paths, embed_texts
-
-        frame = pd.DataFrame(model_input)
-        if "text" in frame:
-            vectors = embed_texts(self.bundle, frame["text"].fillna("").astype(str).tolist())
-        elif "image_path" in frame:
-            vectors = embed_image_paths(self.bundle, [Path(p) for p in frame["image_path"]])
-        else:
-            raise ValueError("book-cover-clip input needs a 'text' or an 'image_path' column")
-        return pd.DataFrame({"embedding": [row.tolist() for row in vectors]})
+__all__ = ["CoverClipModel", "GenreClassifierModel", "classifier_frame"]

@@ -250,7 +250,7 @@ LISTING_CASES = [
 
 
 def _rgb_of(path: Path) -> np.ndarray:
-    from tasks.clip_model import load_cover
+    from tasks.clip.model import load_cover
 
     return load_cover(path, 32).astype(int)
 
@@ -271,7 +271,7 @@ def _expect_red(path: Path, _: object) -> None:
 
 def _expect_portrait(path: Path, _: object) -> None:
     with Image.open(path) as image:
-        from tasks.images import cover_rgb
+        from tasks.inputs.images import cover_rgb
 
         assert cover_rgb(image).size == (64, 96), "EXIF orientation must be applied"
 

@@ -14,8 +14,8 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-from tasks.settings import Settings, load_settings  # noqa: E402
-from tasks.synthetic import GeneratedData, generate_dataset  # noqa: E402
+from tasks.inputs.synthetic import GeneratedData, generate_dataset  # noqa: E402
+from tasks.platform.settings import Settings, load_settings  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"

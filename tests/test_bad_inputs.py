@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from bad_inputs import ALL_CASES, COVERS_CSV, GOOD_COVERS, GOOD_LISTING, LISTING_CSV, Case
 from conftest import PROJECT_ROOT
-from tasks.errors import InputFileError
-from tasks.readers import read_covers, read_listings
-from tasks.settings import ValidateSettings
-from tasks.validation import TableOutcome, validate_covers, validate_listing
+
+from tasks.inputs.readers import read_covers, read_listings
+from tasks.inputs.validation import TableOutcome, validate_covers, validate_listing
+from tasks.platform.errors import InputFileError
+from tasks.platform.settings import ValidateSettings
 
 SETTINGS = ValidateSettings(workers=1, min_rows_per_genre=1, min_image_side=8, max_image_pixels=40_000_000)
 

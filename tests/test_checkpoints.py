@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-
-from tasks import checkpoints as checkpoints_module
-from tasks.checkpoints import LATEST, Checkpointer
-from tasks.clip_model import initial_bundle
-from tasks.clip_train import train
 from test_clip import CPU, _clip_settings, _pairs, one_torch_thread  # noqa: F401  (fixture reused)
+
+from tasks.clip import checkpoints as checkpoints_module
+from tasks.clip.checkpoints import LATEST, Checkpointer
+from tasks.clip.loop import train
+from tasks.clip.model import initial_bundle
 
 CFG = _clip_settings(epochs=3, batch_size=8, learning_rate=2e-3, warmup_fraction=0.2, weight_decay=0.01, seed=0)
 TRAIN, VAL = _pairs(40, seed=0), _pairs(16, seed=1)  # 5 batches per epoch, 15 steps

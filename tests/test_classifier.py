@@ -9,16 +9,17 @@ import pandas as pd
 import pytest
 from scipy.special import softmax
 
-from tasks.classifier import cv_rows, is_test_book, restrict_to_label_set, split_listing, train_and_select
-from tasks.errors import DataQualityError
-from tasks.genre_models import GenreModel, calibrated_log_proba, candidate_specs, fit_temperature
-from tasks.model_search import CvData, ensemble_of_best_two, probability_scores, search
-from tasks.readers import normalized_text
-from tasks.serving import GenreClassifierModel, classifier_frame
-from tasks.settings import ClassifierSettings, Settings
-from tasks.text_features import FeatureBlocks, SentenceEncoder
-from tasks.tracking import champion_version, client
-from tasks.validation import validate_and_clean
+from tasks.genre.features import FeatureBlocks, SentenceEncoder
+from tasks.genre.models import GenreModel, calibrated_log_proba, candidate_specs, fit_temperature
+from tasks.genre.pyfunc import GenreClassifierModel, classifier_frame
+from tasks.genre.selection import CvData, ensemble_of_best_two, probability_scores, search
+from tasks.genre.training import cv_rows, is_test_book, restrict_to_label_set, split_listing, train_and_select
+from tasks.inputs.readers import normalized_text
+from tasks.inputs.validation import validate_and_clean
+from tasks.platform.errors import DataQualityError
+from tasks.platform.registry import champion_version
+from tasks.platform.settings import ClassifierSettings, Settings
+from tasks.platform.tracking import client
 
 CANDIDATES = ClassifierSettings().candidates
 FAST = ClassifierSettings(random_forest_trees=20, random_forest_features=50, distill_titles=200, n_jobs=1, cv_folds=3)
@@ -85,7 +86,7 @@ def test_calibration_error_is_zero_for_calibrated_and_large_for_overconfident_sc
 
 
 def _cv_data(listing: pd.DataFrame, fitted_blocks) -> CvData:
-    from tasks.classifier import cv_data
+    from tasks.genre.training import cv_data
 
     _, matrices = fitted_blocks
     return cv_data(listing, matrices, sorted(listing["genre"].unique()), FAST)
@@ -224,8 +225,8 @@ def test_relistings_of_a_title_stay_on_one_side_of_the_split() -> None:
 
 
 def test_a_champion_that_exists_but_cannot_load_is_an_error(project_dir, small_listing: pd.DataFrame) -> None:
-    from tasks.classifier import champion_score_on
-    from tasks.errors import ModelLoadError
+    from tasks.genre.training import champion_score_on
+    from tasks.platform.errors import ModelLoadError
 
     assert champion_score_on(small_listing, "models:/nothing@champion", "f1_macro", exists=False) is None
     with pytest.raises(ModelLoadError, match="cannot be loaded"):
@@ -233,7 +234,7 @@ def test_a_champion_that_exists_but_cannot_load_is_an_error(project_dir, small_l
 
 
 def test_the_ensemble_competes_only_when_it_beats_the_best_single_candidate() -> None:
-    from tasks.model_search import CandidateResult, SearchPoint, choose_winner
+    from tasks.genre.selection import CandidateResult, SearchPoint, choose_winner
 
     def result(name: str, score: float) -> CandidateResult:
         return CandidateResult(name, "", [SearchPoint({}, [{"balanced_accuracy": score}], np.zeros((1, 2)), 0.0)])

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from flows.cli import UserErrorsWithoutTraceback, run_flow
-from tasks.validation import DataQualityError
+from flows.runner import UserErrorsWithoutTraceback, run_flow
+from tasks.inputs.validation import DataQualityError
 
 
 def never_called(**_: object) -> None:
@@ -38,7 +38,7 @@ def test_user_errors_lose_their_traceback_other_errors_keep_it() -> None:
 
 
 def test_a_stage_run_before_its_inputs_exist_names_the_missing_file(tmp_path) -> None:
-    from tasks.errors import InputFileError, require_inputs
+    from tasks.platform.errors import InputFileError, require_inputs
 
     with pytest.raises(InputFileError, match=r"label_covers: input\(s\) .*covers.parquet.* run the earlier stages"):
         require_inputs("label_covers", tmp_path / "covers.parquet")

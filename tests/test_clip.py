@@ -10,13 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SHARED_MODELS
 from PIL import Image
 from safetensors.torch import load_file
 
-from tasks.checkpoints import LATEST, Checkpointer, best_name
-from tasks.clip_data import book_split, load_images, with_splits
-from tasks.clip_eval import recall_at_k
-from tasks.clip_model import (
+from tasks.clip.checkpoints import LATEST, Checkpointer, best_name
+from tasks.clip.data import PairSet, book_split, load_images, with_splits
+from tasks.clip.evaluation import recall_at_k
+from tasks.clip.loop import batches, train
+from tasks.clip.loss import MAX_LOGIT_SCALE, contrastive_loss
+from tasks.clip.model import (
     ClipBundle,
     ClipLoadError,
     embed_images,
@@ -31,10 +34,7 @@ from tasks.clip_model import (
     tokenize,
     train_tokenizer,
 )
-from tasks.clip_train import MAX_LOGIT_SCALE, PairSet, batches, contrastive_loss, train
-from tasks.settings import ClipSettings, SmallClipSettings
-
-from conftest import SHARED_MODELS
+from tasks.platform.settings import ClipSettings, SmallClipSettings
 
 SMALL = SmallClipSettings(image_size=32, patch_size=8, hidden_size=32, layers=1, heads=2,
                           projection_dim=32, vocab_size=300, max_text_tokens=16)
@@ -475,7 +475,7 @@ def test_recall_at_k_counts_ties_against_the_model() -> None:
 
 
 def test_a_diverged_run_fails_with_advice_instead_of_loading_a_missing_checkpoint(tmp_path: Path) -> None:
-    from tasks.errors import DataQualityError
+    from tasks.platform.errors import DataQualityError
 
     cfg = _clip_settings(epochs=2, batch_size=16, learning_rate=1e6, warmup_fraction=0.0, seed=0)
     train_pairs, val_pairs = _pairs(32, seed=0), _pairs(16, seed=1)
@@ -490,7 +490,7 @@ def test_recall_at_k_scores_nan_similarities_as_misses() -> None:
 
 
 def test_test_covers_are_decoded_once_per_image_size(tmp_path: Path) -> None:
-    from tasks.clip_eval import TestCovers
+    from tasks.clip.evaluation import TestCovers
 
     path = tmp_path / "cover.jpg"
     Image.new("RGB", (60, 90), "red").save(path)
@@ -519,7 +519,7 @@ def test_padding_to_the_longest_text_embeds_exactly_as_padding_to_max_length(sma
 def test_train_flops_per_pair_of_vit_b32_is_the_published_44_gflop() -> None:
     from transformers import CLIPConfig
 
-    from tasks.clip_model import train_flops_per_pair
+    from tasks.clip.model import train_flops_per_pair
 
     config = CLIPConfig.from_pretrained(str(NOWEIGHTS))
     assert train_flops_per_pair(config, 77) / 1e9 == pytest.approx(44.3, abs=0.2)  # 3 x (8.8 image + 6.0 text)

@@ -13,11 +13,12 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tasks.clip_model import initial_bundle, save_bundle
-from tasks.cover_search import CoverSearch, SearchInputError, embed_in_chunks
-from tasks.labeling import make_captions
-from tasks.settings import ClipSettings, SmallClipSettings
-from tasks.search_app import create_app
+from tasks.clip.model import initial_bundle, save_bundle
+from tasks.genre.labeling import make_captions
+from tasks.platform.settings import ClipSettings, SmallClipSettings
+from tasks.search.app import create_app
+from tasks.search.engine import CoverSearch, SearchInputError
+from tasks.search.index import embed_in_chunks
 
 TEMPLATE = "{title} by {author}, {genre}"
 GENRES = ["Travel", "History", "Romance"]
@@ -73,7 +74,7 @@ def test_a_title_gets_its_predicted_genre_and_the_best_covers_in_order(search: C
     scores = [hit.score for hit in result.hits]
     assert len(scores) == 5 and scores == sorted(scores, reverse=True)
     query = search.caption_template.format(title="Paris in spring", author="unknown author", genre="Travel", category="", probability=0.75)
-    from tasks.clip_model import embed_texts
+    from tasks.clip.model import embed_texts
 
     brute = np.asarray(search.images) @ embed_texts(search.bundle, [query])[0]
     assert [hit.row for hit in result.hits] == list(np.argsort(-brute)[:5])
@@ -129,20 +130,20 @@ def test_the_page_and_its_api(search: CoverSearch) -> None:
 
 
 def test_the_command_line_prints_the_genre_and_ranked_covers(search: CoverSearch, capsys, tmp_path: Path) -> None:
-    from flows.search import parse_args, print_search
+    from flows.bookcovers import parser, print_search
 
-    print_search(parse_args(["search", "Paris in spring", "-k", "3"]), search)
+    print_search(parser().parse_args(["search", "Paris in spring", "-k", "3"]), search)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "genre: Travel (predicted, p = 0.75)" and [line[:5] for line in lines[1:]] == ["  1. ", "  2. ", "  3. "]
     cover = tmp_path / "cover.png"
     cover.write_bytes(png())
-    print_search(parse_args(["search", "--cover", str(cover), "-k", "2"]), search)
+    print_search(parser().parse_args(["search", "--cover", str(cover), "-k", "2"]), search)
     out = capsys.readouterr().out
     assert out.startswith("genre (zero-shot): ") and "closest titles:" in out
 
 
 def test_a_missing_index_is_a_clear_error(tmp_path: Path) -> None:
-    from tasks.errors import InputFileError
+    from tasks.platform.errors import InputFileError
 
     with pytest.raises(InputFileError, match="run the index_covers stage"):
         CoverSearch(tmp_path, FixedGenre(), "a book cover of {category}")

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
-from conftest import SHARED_DATA
-from tasks.clip_model import load_cover
-from tasks.cover_shards import CHUNK, IMAGES, MANIFEST, ROWS, CoverShards, write_shards
-from tasks.errors import DataQualityError
+from tasks.clip.model import load_cover
+from tasks.clip.shards import CHUNK, IMAGES, MANIFEST, ROWS, CoverShards, write_shards
+from tasks.platform.errors import DataQualityError
 
 REAL_COVERS = SHARED_DATA / "bookdepository-covers" / "book-covers"
 

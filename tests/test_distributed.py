@@ -18,12 +18,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-from tasks.clip_data import Tokens
-from tasks.clip_model import ClipBundle, initial_bundle, load_saved_clip, save_bundle
-from tasks.clip_train import backward_step, global_mean, rank_share, training_engine
-from tasks.distributed import DistContext
 from test_clip import CPU, _clip_settings, _pairs, one_torch_thread  # noqa: F401  (fixture reused)
+
+from tasks.clip.data import Tokens
+from tasks.clip.distributed import DistContext
+from tasks.clip.loop import backward_step, global_mean, rank_share, training_engine
+from tasks.clip.model import ClipBundle, initial_bundle, load_saved_clip, save_bundle
 
 GLOBAL_BATCH = 8
 CFG = _clip_settings(batch_size=GLOBAL_BATCH, seed=3)
@@ -116,7 +116,8 @@ def test_the_stage_launches_torchrun_and_two_processes_train_what_one_does_and_r
     """`clip.devices=2` on CPU: the Prefect stage starts torchrun (gloo), rank 0 reports, logs and registers."""
     from conftest import tiny_overrides
     from test_faults import Stage, finished, labeled_covers
-    from tasks.settings import load_settings
+
+    from tasks.platform.settings import load_settings
 
     overrides = [*tiny_overrides(tiny_data), "clip.epochs=3", "clip.batch_size=16", "clip.num_threads=1"]
     settings = load_settings(project_dir / "params.yaml", overrides)
@@ -178,11 +179,11 @@ def test_activation_checkpointing_recomputes_each_layer_in_the_backward(saved_cl
 
 
 def test_torchrun_is_standalone_unless_a_rendezvous_is_given(tmp_path: Path) -> None:
-    from tasks.clip_train import torchrun_command
+    from tasks.clip.launcher import torchrun_command
 
     single = torchrun_command(_clip_settings(devices=4), tmp_path, "run-1")
     assert single[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
-    assert single[-4:] == ["-m", "tasks.clip_worker", str(tmp_path), "run-1"]
+    assert single[-4:] == ["-m", "tasks.clip.worker", str(tmp_path), "run-1"]
     cluster = torchrun_command(_clip_settings(devices=8, torchrun_args=["--nnodes=2", "--rdzv_endpoint=head:29500"]), tmp_path, "r")
     assert "--standalone" not in cluster and "--nnodes=2" in cluster and "--rdzv_endpoint=head:29500" in cluster
 
@@ -195,10 +196,10 @@ def test_batch_size_must_split_evenly_over_devices_and_chunks() -> None:
 
 def test_a_worker_writes_its_user_error_down_for_the_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rank that meets bad data reports one sentence and its class, not a traceback from every rank."""
-    from tasks import clip_worker
-    from tasks.clip_train import REPORTABLE_ERRORS, SETTINGS_FILE
-    from tasks.errors import InputFileError
-    from tasks.settings import Settings
+    from tasks.clip import worker as clip_worker
+    from tasks.clip.launcher import REPORTABLE_ERRORS, SETTINGS_FILE
+    from tasks.platform.errors import InputFileError
+    from tasks.platform.settings import Settings
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     settings = Settings.model_validate({"paths": {"cover_shards": str(tmp_path / "no-shards")}, "clip": {"device": "cpu"}})
@@ -216,7 +217,7 @@ def test_rank_shares_are_equal_contiguous_slices() -> None:
 
 
 def test_validation_in_chunks_scores_the_whole_batch(saved_clip: Path) -> None:
-    from tasks.clip_train import mean_loss
+    from tasks.clip.loop import mean_loss
 
     bundle, pairs = load_saved_clip(saved_clip / "clip", "cpu"), _pairs(20, seed=9)
     whole = mean_loss(bundle, pairs, 8)

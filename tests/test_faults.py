@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import tiny_overrides
-from tasks.checkpoints import Checkpointer
-from tasks.clip_model import clip_image_size
-from tasks.cover_shards import write_shards
-from tasks.labeling import covers_by_book
-from tasks.settings import Settings, load_settings
-from tasks.validation import validate_and_clean
+
+from tasks.clip.checkpoints import Checkpointer
+from tasks.clip.model import clip_image_size
+from tasks.clip.shards import write_shards
+from tasks.genre.labeling import covers_by_book
+from tasks.inputs.validation import validate_and_clean
+from tasks.platform.settings import Settings, load_settings
 
 # Long enough (30 epochs of ~7 steps) that the kill lands mid-run, small enough for seconds.
 RESUMABLE = ["clip.epochs=30", "clip.checkpoint_every_steps=1", "clip.num_threads=1", "clip.batch_size=16"]
@@ -102,7 +102,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_to_the_same_metrics(tiny_settings:
     for got, want in zip(resumed["history"], reference["history"], strict=True):
         assert got["val_loss"] == pytest.approx(want["val_loss"], abs=1e-5)
         assert got["train_loss"] == pytest.approx(want["train_loss"], abs=1e-5)
-    from tasks.tracking import client
+    from tasks.platform.tracking import client
 
     mlflow_client = client()
     runs = mlflow_client.search_runs([mlflow_client.get_experiment_by_name("book-covers").experiment_id],

@@ -12,12 +12,12 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-
 from conftest import PROJECT_ROOT, SHARED_DATA
-from tasks.classifier import train_and_select
-from tasks.readers import read_listings
-from tasks.settings import load_settings
-from tasks.validation import validate_listing
+
+from tasks.genre.training import train_and_select
+from tasks.inputs.readers import read_listings
+from tasks.inputs.validation import validate_listing
+from tasks.platform.settings import load_settings
 
 pytestmark = [
     pytest.mark.shared_data,

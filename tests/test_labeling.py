@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.errors import InputFileError
-from tasks.genre_models import GenreModel, candidate_specs
-from tasks.labeling import category_agreement, covers_by_book, label_books, load_category_mapping, make_captions
-from tasks.serving import GenreClassifierModel, classifier_frame
-from tasks.settings import ClassifierSettings, LabelingSettings
-from tasks.synthetic import GENRE_TO_COVER_CATEGORY
-from tasks.taxonomy import AMAZON_GENRES, BOOKDEPOSITORY_CATEGORIES
-from tasks.text_features import FeatureBlocks
+from tasks.genre.features import FeatureBlocks
+from tasks.genre.labeling import category_agreement, covers_by_book, label_books, load_category_mapping, make_captions
+from tasks.genre.models import GenreModel, candidate_specs
+from tasks.genre.pyfunc import GenreClassifierModel, classifier_frame
+from tasks.inputs.synthetic import GENRE_TO_COVER_CATEGORY
+from tasks.inputs.taxonomy import AMAZON_GENRES, BOOKDEPOSITORY_CATEGORIES
+from tasks.platform.errors import InputFileError
+from tasks.platform.settings import ClassifierSettings, LabelingSettings
 
 TEMPLATE = LabelingSettings().caption_template
 

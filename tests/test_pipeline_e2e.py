@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import CATEGORY_MAPPING, PROJECT_ROOT, TINY_OVERRIDES
-from tasks.settings import load_settings
-from tasks.tracking import alias_history, champion_version, client, file_md5
+
+from tasks.platform.registry import alias_history, champion_version
+from tasks.platform.settings import load_settings
+from tasks.platform.tracking import client, file_md5
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +104,7 @@ def test_flow_then_dvc_status_clean_repro_reruns_only_what_changed(tmp_path: Pat
     assert (tmp_path / "mlflow.db").is_file()
     assert "up to date" in run([dvc, "status"], tmp_path, env)
     assert "Running stage" not in run([dvc, "repro"], tmp_path, env)
-    found = run([sys.executable, "-m", "flows.search", "search", "Rick Steves Paris 2016", "-k", "3"], tmp_path, env)
+    found = run([sys.executable, "-m", "flows.bookcovers", "search", "Rick Steves Paris 2016", "-k", "3"], tmp_path, env)
     assert found.startswith("genre: ") and found.count("\n  ") >= 2
 
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())

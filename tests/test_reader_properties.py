@@ -13,8 +13,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tasks.errors import InputFileError
-from tasks.readers import COVER_COLUMNS, LISTING_COLUMNS, decode_bytes, read_covers, read_listing
+from tasks.inputs.readers import COVER_COLUMNS, LISTING_COLUMNS, decode_bytes, read_covers, read_listing
+from tasks.platform.errors import InputFileError
 
 # Derandomized: CI sees the same examples every run. To explore further, run with
 # HYPOTHESIS_PROFILE=explore (many more random examples).

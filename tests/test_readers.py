@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.readers import (
+from tasks.inputs.readers import (
     InputFileError,
     decode_bytes,
     read_covers,

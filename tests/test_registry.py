@@ -8,15 +8,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tasks.tracking import (
-    REGISTRATION_TAG,
-    TrackingUnavailableError,
-    alias_history,
-    champion_version,
-    client,
-    promote_if_better,
-    register_version,
-)
+from tasks.platform.registry import REGISTRATION_TAG, alias_history, champion_version, promote_if_better, register_version
+from tasks.platform.tracking import TrackingUnavailableError, client
 
 NAME, ALIAS = "some-model", "champion"
 
@@ -93,9 +86,9 @@ def test_a_version_left_pending_by_a_dead_server_is_removed_by_the_next_registra
 
 
 def test_the_cover_index_uses_the_champion_else_the_newest_version_and_says_which(model_uri: str) -> None:
-    from tasks.cover_search import index_model
-    from tasks.errors import ModelLoadError
-    from tasks.settings import MlflowSettings
+    from tasks.platform.errors import ModelLoadError
+    from tasks.platform.settings import MlflowSettings
+    from tasks.search.index import index_model
 
     registry, mlflow_client = MlflowSettings(clip_model_name=NAME, champion_alias=ALIAS), client()
     with pytest.raises(ModelLoadError, match="no version of some-model is registered"):

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import tiny_overrides
 from mlflow.exceptions import MlflowException
 from prefect import flow, task
-
-from conftest import tiny_overrides
-from tasks.errors import DataQualityError
-from tasks.reliability import PipelineBusyError, is_transient, pipeline_lock, retrying
-from tasks.settings import RuntimeSettings, load_settings
 from test_faults import Stage
 
-HOLD = "import sys, time; from tasks.reliability import pipeline_lock\nwith pipeline_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(float(sys.argv[2]))"
+from tasks.platform.errors import DataQualityError
+from tasks.platform.reliability import PipelineBusyError, is_transient, pipeline_lock, retrying
+from tasks.platform.settings import RuntimeSettings, load_settings
+
+HOLD = "import sys, time; from tasks.platform.reliability import pipeline_lock\nwith pipeline_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(float(sys.argv[2]))"
 
 
 def holder(lock: Path, seconds: float) -> subprocess.Popen:

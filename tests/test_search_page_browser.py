@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from test_cover_search import FixedGenre, index  # noqa: F401  (fixture reused)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -32,8 +31,8 @@ def free_port() -> int:
 def page_url(index: Path) -> Iterator[str]:  # noqa: F811
     import uvicorn
 
-    from tasks.cover_search import CoverSearch
-    from tasks.search_app import create_app
+    from tasks.search.app import create_app
+    from tasks.search.engine import CoverSearch
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(CoverSearch(index, FixedGenre(), "a book cover of {category}")),

@@ -3,10 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from tasks.settings import Settings, SettingsError, load_settings
-
 from conftest import PROJECT_ROOT
+
+from tasks.platform.settings import Settings, SettingsError, load_settings
 
 
 def test_params_yaml_matches_the_typed_defaults() -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import SHARED_DATA
-from tasks.readers import read_covers, read_listing
-from tasks.settings import ValidateSettings
-from tasks.taxonomy import BOOKCOVER30_GENRES
-from tasks.validation import validate_covers, validate_listing
+
+from tasks.inputs.readers import read_covers, read_listing
+from tasks.inputs.taxonomy import BOOKCOVER30_GENRES
+from tasks.inputs.validation import validate_covers, validate_listing
+from tasks.platform.settings import ValidateSettings
 
 pytestmark = [
     pytest.mark.shared_data,

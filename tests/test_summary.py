@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.summary import stage_table_markdown
+from tasks.platform.summary import stage_table_markdown
 
 RESULTS = {
     "validate-clean": {"listing": {"rows_in": 10, "rows_kept": 8, "rows_quarantined": 2}, "covers": {"rows_kept": 5, "rows_quarantined": 0},
@@ -30,8 +30,8 @@ def test_a_local_store_shows_the_run_id_instead_of_a_link() -> None:
 
 
 def test_the_registry_lines_say_when_there_is_no_champion_yet() -> None:
-    from tasks.settings import Settings
-    from tasks.summary import _registry
+    from tasks.platform.settings import Settings
+    from tasks.platform.summary import _registry
 
     kept = {"registered_version": "1", "promoted": False, "champion_version": "none"}
     promoted = {"registered_version": "2", "promoted": True, "champion_version": "2"}

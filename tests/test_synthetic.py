@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks.synthetic import GENRE_TO_COVER_CATEGORY, GeneratedData, generate_dataset
-from tasks.taxonomy import BOOKCOVER30_GENRES, BOOKDEPOSITORY_CATEGORIES, amazon_genre_id
+from tasks.inputs.synthetic import GENRE_TO_COVER_CATEGORY, GeneratedData, generate_dataset
+from tasks.inputs.taxonomy import BOOKCOVER30_GENRES, BOOKDEPOSITORY_CATEGORIES, amazon_genre_id
 
 COVER_COLUMNS = [
     "image", "name", "author", "format", "book_depository_stars", "price",

@@ -12,7 +12,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from test_pipeline_e2e import write_tiny_project
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks.settings import Settings, ValidateSettings
-from tasks.validation import DataQualityError, enforce_threshold, validate_and_clean, validate_covers, validate_listing
+from tasks.inputs.validation import DataQualityError, enforce_threshold, validate_and_clean, validate_covers, validate_listing
+from tasks.platform.settings import Settings, ValidateSettings
 
 SETTINGS = ValidateSettings(workers=1, title_max_chars=50, min_rows_per_genre=1)
 
@@ -128,7 +128,7 @@ def test_stage_writes_clean_parquet_quarantine_and_metrics(tiny_settings: Settin
     saved = json.loads((paths.metrics_dir / "validation.json").read_text())
     assert saved["listing"] == metrics["listing"] and saved["covers"] == metrics["covers"]
     assert paths.quarantine_summary.read_text().startswith("# Quarantine summary")
-    from tasks.tracking import client
+    from tasks.platform.tracking import client
 
     logged = {artifact.path for artifact in client().list_artifacts(metrics["mlflow_run_id"])}
     assert {paths.quarantine.name, paths.quarantine_summary.name, "validation.json"} <= logged
@@ -162,7 +162,7 @@ def test_genres_too_rare_to_cross_validate_are_quarantined() -> None:
 
 
 def test_quarantine_summary_lists_each_reason_with_example_rows() -> None:
-    from tasks.validation import quarantine_summary
+    from tasks.inputs.validation import quarantine_summary
 
     outcome = validate_listing(listing([("1", "A", "x", "Travel"), ("1", "B", "x", "Travel"), ("2", None, "y", "Travel")]), SETTINGS)
     summary = quarantine_summary([outcome])

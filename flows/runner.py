@@ -1,0 +1,54 @@
+"""The command line every flow shares: `python -m flows.<stage> [--params FILE] [section.key=value ...]`.
+
+Known failures (bad params, unusable input, too much quarantined, a model that can't load)
+end with one line naming the problem and the fix, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from tasks.platform.errors import UserError
+from tasks.platform.settings import DEFAULT_PARAMS_FILE, Settings, SettingsError, load_settings
+
+USER_ERRORS = (SettingsError, UserError)
+
+
+class UserErrorsWithoutTraceback(logging.Filter):
+    """A user error is explained by its message; a traceback would only hide the fix behind noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS_FILE), help="params file (default: params.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="override any param, e.g. clip.epochs=2")
+    return parser.parse_args(argv)
+
+
+def run_flow(flow: Callable[..., Any], argv: list[str] | None = None, report: Callable[[Settings], str] | None = None) -> Any:
+    """Run `flow` from the command line and print `report` after it; exit 2 with one clear line on a user error."""
+    # Prefect routes the `tasks` loggers to its console and UI (PREFECT_LOGGING_EXTRA_LOGGERS) but leaves
+    # them at the root's WARNING level; the stages' progress is INFO.
+    logging.getLogger("tasks").setLevel(logging.INFO)
+    for engine_logger in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(engine_logger).addFilter(UserErrorsWithoutTraceback())
+    args = parse_args(argv, getattr(flow, "description", None))
+    try:
+        load_settings(args.params, args.overrides)  # a bad param fails here, before a flow run exists
+        result = flow(params_file=args.params, overrides=args.overrides)
+        if report is not None:
+            print(report(load_settings(args.params, args.overrides)))
+        return result
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,167 @@
+"""Evaluate base vs fine-tuned CLIP on the test books, and move `champion` only on improvement.
+
+Retrieval is scored as open_clip does (image_to_text_R@k, text_to_image_R@k, each cover's own
+caption the only match); zero-shot genre accuracy prompts the covers' own Book Depository
+categories; a small table shows how a few title prompts score against a cover, before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.clip.data import load_images, split_frame, with_splits
+from tasks.clip.gallery import retrieval_gallery
+from tasks.clip.model import ClipBundle, embed_images, embed_texts, initial_bundle, load_saved_clip, pick_device
+from tasks.inputs.taxonomy import readable_category
+from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
+from tasks.platform.outputs import write_json
+from tasks.platform.registry import champion_version, promote_if_better
+from tasks.platform.settings import EvaluateSettings, Settings
+from tasks.platform.tracking import client, ensure_tracking_reachable, lineage_tags, tracked_run
+
+log = logging.getLogger(__name__)
+
+
+def recall_at_k(similarity: np.ndarray, ks: list[int]) -> dict[str, float]:
+    """Recall@k both ways for a square image x text similarity whose diagonal holds the true pairs."""
+    n = len(similarity)
+    if n == 0:
+        return {}
+    similarity = np.nan_to_num(similarity, nan=-np.inf)  # a NaN score (a diverged model) finds nothing
+    diagonal = similarity[np.arange(n), np.arange(n)]
+    # Other texts (covers) scoring at least as high as the true one: ties count against the model.
+    image_rank = (similarity >= diagonal[:, None]).sum(axis=1) - 1
+    text_rank = (similarity >= diagonal[None, :]).sum(axis=0) - 1
+    metrics = {}
+    for k in ks:
+        metrics[f"image_to_text_R@{k}"] = float((image_rank < k).mean())
+        metrics[f"text_to_image_R@{k}"] = float((text_rank < k).mean())
+    metrics["mean_recall"] = float(np.mean(list(metrics.values())))
+    return metrics
+
+
+def zero_shot_accuracy(bundle: ClipBundle, image_embeds: np.ndarray, categories: list[str], template: str) -> float:
+    """Share of covers whose best-scoring category prompt is one of the categories the book is shelved under."""
+    labels = sorted({c for joined in categories for c in joined.split("|") if c})
+    if not labels:
+        return float("nan")
+    prompts = embed_texts(bundle, [template.format(category=readable_category(label)) for label in labels])
+    predicted = np.asarray(labels)[(image_embeds @ prompts.T).argmax(axis=1)]
+    return float(np.mean([p in joined.split("|") for p, joined in zip(predicted, categories)]))
+
+
+def score_model(bundle: ClipBundle, images: np.ndarray, books: pd.DataFrame, cfg: EvaluateSettings) -> tuple[dict[str, float], np.ndarray]:
+    image_embeds = embed_images(bundle, images, cfg.batch_size)
+    text_embeds = embed_texts(bundle, books["caption"].tolist(), cfg.batch_size)
+    metrics = recall_at_k(image_embeds @ text_embeds.T, cfg.recall_k)
+    metrics["zero_shot_category_accuracy"] = zero_shot_accuracy(bundle, image_embeds, books["categories"].tolist(), cfg.zero_shot_template)
+    return metrics, image_embeds
+
+
+def title_similarity_table(bundles: dict[str, ClipBundle], embeds: dict[str, np.ndarray], books: pd.DataFrame, count: int) -> pd.DataFrame:
+    """The paper's table: for a few covers, the cosine similarity of matching and other title prompts."""
+    rows = []
+    count = min(count, len(books))
+    for i in range(count):
+        prompts = [(books["caption"][i], True), (books["title"][i], True)]
+        prompts += [(books["caption"][(i + shift) % len(books)], False) for shift in (1, 2) if len(books) > shift]
+        for prompt, match in prompts:
+            row = {"cover": books["title"][i], "prompt": prompt, "matches_cover": match}
+            for name, bundle in bundles.items():
+                row[name] = float(embed_texts(bundle, [prompt])[0] @ embeds[name][i])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _champion_bundle(settings: Settings, device: str) -> ClipBundle:
+    """The current champion, which exists: failing to load it is an error, never 'no champion'."""
+    uri = f"models:/{settings.mlflow.clip_model_name}@{settings.mlflow.champion_alias}"
+    try:
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="clip-champion-"))
+    except (MlflowException, OSError) as error:
+        raise ModelLoadError(f"the current champion {uri} cannot be loaded ({error}); restore its artifacts "
+                             "or remove the alias before evaluating a challenger") from error
+    return load_saved_clip(Path(folder) / "artifacts" / "clip", device)
+
+
+class TestCovers:
+    """The test covers, decoded once per image size: a champion may see at another resolution."""
+
+    def __init__(self, books: pd.DataFrame) -> None:
+        self.paths = books["image_path"].tolist()
+        self.by_size: dict[int, np.ndarray] = {}
+
+    def at(self, size: int) -> np.ndarray:
+        if size not in self.by_size:
+            images, ok = load_images(self.paths, size, desc=f"decode test covers at {size}px")
+            if not ok.all():
+                raise DataQualityError(f"{(~ok).sum()} test covers no longer decode; rerun the validate stage")
+            self.by_size[size] = images
+        return self.by_size[size]
+
+
+def _write_outputs(settings: Settings, report: dict[str, object], table: pd.DataFrame) -> None:
+    paths = settings.paths
+    paths.metrics_dir.mkdir(parents=True, exist_ok=True)
+    paths.plots_dir.mkdir(parents=True, exist_ok=True)
+    write_json(paths.metrics_dir / "clip.json", report)
+    recall_rows = [{"metric": metric, "model": model, "value": value}
+                   for model in ("base", "finetuned") for metric, value in report[model].items()]
+    pd.DataFrame(recall_rows).to_csv(paths.plots_dir / "clip_recall.csv", index=False)
+    table.to_csv(paths.plots_dir / "clip_title_similarity.csv", index=False)
+
+
+@task(name="evaluate-clip", cache_policy=NO_CACHE)
+def evaluate(settings: Settings) -> dict[str, object]:
+    cfg, paths, registry = settings.evaluate, settings.paths, settings.mlflow
+    require_inputs("evaluate", paths.labeled_covers, paths.clip_dir, paths.metrics_dir / "clip_train.json")
+    ensure_tracking_reachable()
+    books = split_frame(with_splits(pd.read_parquet(paths.labeled_covers), settings.clip.val_fraction, settings.clip.test_fraction), "test")
+    trained = json.loads((paths.metrics_dir / "clip_train.json").read_text(encoding="utf-8"))
+    device = pick_device(settings.clip.device)
+    finetuned = load_saved_clip(paths.clip_dir, settings.clip.device)
+    base = initial_bundle(settings.clip, None, paths.clip_dir, device)
+    covers = TestCovers(books)
+    base_metrics, base_embeds = score_model(base, covers.at(base.image_size), books, cfg)
+    tuned_metrics, tuned_embeds = score_model(finetuned, covers.at(finetuned.image_size), books, cfg)
+    table = title_similarity_table({"base": base, "finetuned": finetuned}, {"base": base_embeds, "finetuned": tuned_embeds}, books, cfg.sample_covers)
+    gallery = retrieval_gallery(paths.plots_dir / "clip_retrieval_gallery.png", books, {
+        "base": (base, base_embeds, covers.at(base.image_size)),
+        "fine-tuned": (finetuned, tuned_embeds, covers.at(finetuned.image_size)),
+    })
+    if cfg.select_metric not in tuned_metrics:
+        raise DataQualityError(f"evaluate.select_metric={cfg.select_metric!r} is not one of {sorted(tuned_metrics)}")
+    mlflow_client = client()
+    current = champion_version(mlflow_client, registry.clip_model_name, registry.champion_alias)
+    champion = _champion_bundle(settings, settings.clip.device) if current and current != trained["registered_version"] else None
+    # Without a champion the fine-tuned model must at least beat the model it started from.
+    reference = (score_model(champion, covers.at(champion.image_size), books, cfg)[0][cfg.select_metric]
+                 if champion else base_metrics[cfg.select_metric])
+    if current == trained["registered_version"]:
+        reference = None  # re-evaluating the champion itself: keep it
+    promotion = promote_if_better(mlflow_client, registry.clip_model_name, registry.champion_alias,
+                                  trained["registered_version"], tuned_metrics[cfg.select_metric], reference, cfg.select_metric)
+    report = {"test_books": len(books), "select_metric": cfg.select_metric, "base": base_metrics,
+              "finetuned": tuned_metrics, "registry": promotion.as_dict()}
+    _write_outputs(settings, report, table)
+    with tracked_run(registry.experiment, "evaluate-clip", lineage_tags({"labeled_covers": paths.labeled_covers})) as run_id:
+        for model_name, metrics in (("base", base_metrics), ("finetuned", tuned_metrics)):
+            for key, value in metrics.items():
+                mlflow_client.log_metric(run_id, f"{model_name}_{key.replace('@', '_at_')}", value)
+        mlflow_client.log_artifact(run_id, str(paths.metrics_dir / "clip.json"))
+        mlflow_client.log_artifact(run_id, str(paths.plots_dir / "clip_title_similarity.csv"))
+        mlflow_client.log_artifact(run_id, str(gallery))
+        mlflow_client.log_artifact(run_id, str(paths.plots_dir / "clip_recall.csv"))
+    report["mlflow_run_id"] = run_id
+    log.info("CLIP mean recall: base %.4f -> fine-tuned %.4f", base_metrics["mean_recall"], tuned_metrics["mean_recall"])
+    return report

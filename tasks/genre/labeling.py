@@ -1,0 +1,140 @@
+"""Label each cover with the genre the champion classifier predicts from its title and author.
+
+Covers are labeled once per book: the same book shelved under several categories (same ISBN),
+or sold in several editions (same title and author, other ISBNs), is one image and one caption.
+That keeps twins out of CLIP's contrastive batches, where they would be false negatives, and
+out of opposite sides of the train/test split, where they would inflate recall.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import yaml
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.inputs.readers import normalized_text
+from tasks.inputs.taxonomy import AMAZON_GENRES
+from tasks.platform.errors import InputFileError, ModelLoadError, require_inputs
+from tasks.platform.outputs import write_json
+from tasks.platform.registry import champion_version
+from tasks.platform.settings import Settings
+from tasks.platform.tracking import client, ensure_tracking_reachable, log_stage_run
+
+log = logging.getLogger(__name__)
+
+
+def covers_by_book(covers: pd.DataFrame) -> pd.DataFrame:
+    """One row per book (normalised title + author): its first ISBN and image, all its categories joined by '|'."""
+    covers = covers.assign(work=normalized_text(covers["title"]) + "\x1f" + normalized_text(covers["author"]))
+    categories = covers.groupby("work", sort=False)["category"].agg(lambda c: "|".join(sorted(set(c) - {""})))
+    first = covers.drop_duplicates("work", keep="first").set_index("work")
+    books = first[["book_id", "title", "author", "image_path"]].join(categories.rename("categories")).reset_index(drop=True)
+    books["category"] = books["categories"].str.split("|").str[0].fillna("")
+    return books
+
+
+def make_captions(books: pd.DataFrame, template: str) -> pd.Series:
+    """One caption per book; the template may use {title}, {author}, {genre}, {category}, {probability}."""
+    probabilities = books["genre_probability"] if "genre_probability" in books else pd.Series(1.0, index=books.index)
+    return pd.Series(
+        [template.format(title=t, author=a if isinstance(a, str) and a else "unknown author", genre=g, category=c,
+                         probability=p)
+         for t, a, g, c, p in zip(books["title"], books["author"], books["genre"], books["category"], probabilities)],
+        index=books.index,
+    )
+
+
+def label_books(covers: pd.DataFrame, model: mlflow.pyfunc.PyFuncModel, template: str) -> pd.DataFrame:
+    books = covers_by_book(covers)
+    predicted = model.predict(books[["title", "author"]])
+    books["genre"] = predicted["genre"].to_numpy()
+    books["genre_probability"] = predicted["probability"].astype(float).to_numpy()
+    books["caption"] = make_captions(books, template)
+    return books
+
+
+def load_category_mapping(path: Path) -> dict[str, frozenset[str]]:
+    """Cover category -> the Amazon genres that correspond; every genre must be one of book32's."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise InputFileError(f"{path}: the category mapping cannot be read ({error}); fix it or point "
+                             "labeling.category_mapping at another file") from error
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise InputFileError(f"{path}: expected 'Category: [Amazon genre, ...]' lines")
+    unknown = sorted({g for genres in raw.values() for g in genres} - set(AMAZON_GENRES))
+    if unknown:
+        raise InputFileError(f"{path}: {unknown} are not Amazon genres; use the names of tasks/inputs/taxonomy.py")
+    return {str(category): frozenset(genres) for category, genres in raw.items()}
+
+
+def category_agreement(books: pd.DataFrame, mapping: dict[str, frozenset[str]]) -> dict[str, object]:
+    """How often the predicted genre is one the cover's own categories map to, over mapped books.
+
+    A book shelved under several categories agrees when any of them maps to its genre.
+    """
+    categories = books["categories"].fillna("").str.split("|")
+    mapped = categories.map(lambda cats: frozenset().union(*(mapping.get(c, frozenset()) for c in cats)))
+    has_mapping = mapped.map(bool)
+    agrees = pd.Series([genre in genres for genre, genres in zip(books["genre"], mapped)], index=books.index)
+    per_category = {}
+    for category, group in books.assign(agrees=agrees, first=books["category"])[has_mapping].groupby("first"):
+        per_category[str(category)] = {"books": len(group), "agreement": round(float(group["agrees"].mean()), 4),
+                                       "top_genre": group["genre"].value_counts().index[0]}
+    unmapped = Counter(c for cats in categories for c in cats if c and c not in mapping)
+    return {
+        "books_with_mapping": int(has_mapping.sum()),
+        "books_without_mapping": int((~has_mapping).sum()),
+        "agreement": round(float(agrees[has_mapping].mean()), 4) if has_mapping.any() else None,
+        "unmapped_categories": dict(unmapped.most_common()),
+        "per_category": per_category,
+    }
+
+
+@task(name="label-covers", cache_policy=NO_CACHE)
+def label_covers(settings: Settings) -> dict[str, object]:
+    cfg, registry = settings.labeling, settings.mlflow
+    require_inputs("label_covers", settings.paths.clean_covers)
+    ensure_tracking_reachable()
+    model_uri = f"models:/{registry.classifier_model_name}@{registry.champion_alias}"
+    client()  # points mlflow at the project's tracking/registry URI
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except Exception as error:  # noqa: BLE001  any failure (missing files, unpicklable code) means "cannot load"
+        raise ModelLoadError(f"{model_uri} cannot be loaded ({error}); run the train_classifier stage first") from error
+    mapping = load_category_mapping(cfg.category_mapping)
+    covers = pd.read_parquet(settings.paths.clean_covers)
+    started = time.perf_counter()
+    books = label_books(covers, model, cfg.caption_template)
+    labeling_seconds = time.perf_counter() - started
+    settings.paths.labeled_covers.parent.mkdir(parents=True, exist_ok=True)
+    books.to_parquet(settings.paths.labeled_covers, index=False)
+    metrics = {
+        "books": len(books),
+        "cover_rows": len(covers),
+        "model_uri": model_uri,
+        "model_version": champion_version(client(), registry.classifier_model_name, registry.champion_alias),
+        "mean_probability": float(books["genre_probability"].mean()) if len(books) else 0.0,
+        "titles_per_second": round(len(books) / max(labeling_seconds, 1e-9), 1),
+        "genre_distribution": dict(Counter(books["genre"]).most_common()),
+        "category_agreement": category_agreement(books, mapping),
+    }
+    settings.paths.metrics_dir.mkdir(parents=True, exist_ok=True)
+    metrics_file = settings.paths.metrics_dir / "labeling.json"
+    write_json(metrics_file, metrics)
+    metrics["mlflow_run_id"] = log_stage_run(
+        registry.experiment, "label-covers", {"clean_covers": settings.paths.clean_covers, "labeled_covers": settings.paths.labeled_covers},
+        {"books": len(books), "mean_probability": metrics["mean_probability"],
+         "category_agreement": metrics["category_agreement"]["agreement"] or 0.0}, [metrics_file],
+    )
+    log.info("labeled %d books from %d cover rows with %s (%.0f titles/s); predicted genre agrees with the mapped "
+             "cover category on %s of %d mapped books", len(books), len(covers), model_uri, metrics["titles_per_second"],
+             metrics["category_agreement"]["agreement"], metrics["category_agreement"]["books_with_mapping"])
+    return metrics

@@ -1,0 +1,125 @@
+"""The short report `make run` ends with, read back from the metrics files DVC tracks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tasks.platform.settings import Settings
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _rows(validation: dict) -> list[str]:
+    return [f"  {name:8s} {t['rows_in']:>7} in = {t['rows_kept']:>7} kept + {t['rows_quarantined']:>5} quarantined"
+            + (f"  ({', '.join(f'{r}: {n}' for r, n in t['by_reason'].items())})" if t["by_reason"] else "")
+            for name, t in validation.items()]
+
+
+def _classifier(metrics: dict) -> list[str]:
+    metric, test = metrics["select_metric"], metrics["test"]
+    lines = [f"  {metrics['train_rows']} training rows, {metrics['genres']} genres ({metrics['label_set']}); selected "
+             f"{metrics['selected']} by CV {metric}",
+             f"  held-out test ({metrics['test_rows']} books): accuracy {test['accuracy']:.3f}, balanced accuracy "
+             f"{test['balanced_accuracy']:.3f}, macro-F1 {test['f1_macro']:.3f}, calibration error {test.get('ece', 0):.3f}"]
+    for name, result in metrics["candidates"].items():
+        cv = result["cv"]
+        lines.append(f"    {name:20s} CV acc {cv['accuracy_mean']:.3f}  bal.acc {cv['balanced_accuracy_mean']:.3f}  "
+                     f"macro-F1 {cv['f1_macro_mean']:.3f}  {result['search_seconds'] + result['final_fit_seconds']:.1f}s")
+    return lines
+
+
+def _labeling(metrics: dict) -> list[str]:
+    agreement = metrics["category_agreement"]
+    top = ", ".join(f"{genre} {count}" for genre, count in list(metrics["genre_distribution"].items())[:3])
+    lines = [f"  {metrics['books']} books labeled ({metrics['titles_per_second']:.0f} titles/s); most predicted: {top}"]
+    if agreement["agreement"] is not None:
+        lines.append(f"  predicted genre agrees with the cover's mapped category on {agreement['agreement']:.3f} "
+                     f"of {agreement['books_with_mapping']} books")
+    return lines
+
+
+def _clip(metrics: dict) -> list[str]:
+    lines = [f"  test books: {metrics['test_books']}"]
+    for direction in ("text_to_image", "image_to_text"):
+        keys = sorted((k for k in metrics["base"] if k.startswith(direction)), key=lambda k: int(k.split("@")[1]))
+        before = "/".join(f"{metrics['base'][k]:.2f}" for k in keys)
+        after = "/".join(f"{metrics['finetuned'][k]:.2f}" for k in keys)
+        lines.append(f"  {direction} R@{'/'.join(k.split('@')[1] for k in keys)}: base {before} -> fine-tuned {after}")
+    lines.append(f"  zero-shot category accuracy: base {metrics['base']['zero_shot_category_accuracy']:.3f} "
+                 f"-> fine-tuned {metrics['finetuned']['zero_shot_category_accuracy']:.3f}")
+    return lines
+
+
+def _registry(settings: Settings, classifier: dict, clip: dict) -> list[str]:
+    lines = []
+    for name, registry in ((settings.mlflow.classifier_model_name, classifier.get("registry")),
+                           (settings.mlflow.clip_model_name, clip.get("registry"))):
+        if registry:
+            verdict = "promoted" if registry["promoted"] else "kept as challenger"
+            champion = "none yet" if registry["champion_version"] in (None, "none") else f"v{registry['champion_version']}"
+            lines.append(f"  {name}: v{registry['registered_version']} {verdict}; @{settings.mlflow.champion_alias} = {champion}")
+    return lines
+
+
+def render_summary(settings: Settings) -> str:
+    folder = settings.paths.metrics_dir
+    validation, classifier = _read(folder / "validation.json"), _read(folder / "classifier.json")
+    labeling, clip = _read(folder / "labeling.json"), _read(folder / "clip.json")
+    sections = [("Rows", _rows(validation) if validation else []),
+                ("Classifier", _classifier(classifier) if classifier else []),
+                ("Labeling", _labeling(labeling) if labeling else []),
+                ("CLIP recall@k", _clip(clip) if clip else []),
+                ("MLflow registry", _registry(settings, classifier, clip))]
+    return "\n".join(f"{title}:\n" + "\n".join(lines) for title, lines in sections if lines)
+
+
+# What each stage's row shows in the Prefect artifact: (label, path into the stage's result).
+STAGE_FIGURES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    "validate-clean": [("listing rows in", ("listing", "rows_in")), ("kept", ("listing", "rows_kept")),
+                       ("quarantined", ("listing", "rows_quarantined")), ("covers kept", ("covers", "rows_kept")),
+                       ("covers quarantined", ("covers", "rows_quarantined"))],
+    "train-classifier": [("selected", ("selected",)), ("test balanced accuracy", ("test", "balanced_accuracy")),
+                         ("test accuracy", ("test", "accuracy")), ("version", ("registry", "registered_version")),
+                         ("promoted", ("registry", "promoted"))],
+    "label-covers": [("books", ("books",)), ("classifier version", ("model_version",)),
+                     ("agreement with cover category", ("category_agreement", "agreement"))],
+    "shard-covers": [("covers written", ("written",)), ("failed", ("failed",)), ("px", ("image_size",)),
+                     ("covers/s", ("covers_per_second",))],
+    "finetune-clip": [("processes", ("processes",)), ("best epoch", ("best_epoch",)), ("best val loss", ("best_val_loss",)),
+                      ("version", ("registered_version",)), ("resumed from step", ("resumed_from_step",))],
+    "evaluate-clip": [("mean recall base", ("base", "mean_recall")), ("mean recall fine-tuned", ("finetuned", "mean_recall")),
+                      ("promoted", ("registry", "promoted")), ("champion", ("registry", "champion_version"))],
+    "index-covers": [("covers indexed", ("covers",)), ("CLIP version", ("version",))],
+}
+
+
+def _figure(result: dict, path: tuple[str, ...]) -> object:
+    for key in path:
+        if not isinstance(result, dict) or key not in result:
+            return "–"
+        result = result[key]
+    return f"{result:.4f}" if isinstance(result, float) else result
+
+
+def mlflow_run_link(run_id: str | None, tracking_uri: str, experiment_id: str | None) -> str:
+    """A link into the MLflow UI where there is a server; the run id where the store is a local file."""
+    if not run_id:
+        return "–"
+    if tracking_uri.startswith(("http://", "https://")) and experiment_id:
+        return f"[{run_id[:8]}]({tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
+    return f"`{run_id}`"
+
+
+def stage_table_markdown(results: dict[str, dict], tracking_uri: str, experiment_id: str | None) -> str:
+    """The Prefect artifact of a pipeline run: each stage's key figures and its MLflow run."""
+    lines = ["# Pipeline run", "", "| stage | key figures | MLflow run |", "|---|---|---|"]
+    for stage, result in results.items():
+        if not isinstance(result, dict):
+            lines.append(f"| {stage} | {result} | – |")
+            continue
+        figures = "; ".join(f"{label} {_figure(result, path)}" for label, path in STAGE_FIGURES.get(stage, []))
+        lines.append(f"| {stage} | {figures or '–'} | {mlflow_run_link(result.get('mlflow_run_id'), tracking_uri, experiment_id)} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,154 @@
+"""Answers cover-search queries from the index folder (tasks/search/index.py): a title (+ genre)
+finds its covers, a cover finds its genre and the closest titles.
+
+Exact search in NumPy rather than FAISS: at 100,000 covers a query is one (100k x d) matrix-vector
+product, ~20 MFLOP at d = 128 and ~100 MFLOP at ViT-B/32's 512, a few milliseconds on two cores
+(`make bench-search`); an approximate index would add a dependency and recall loss to save time
+that is not the bottleneck (embedding the query is).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from PIL import Image
+
+from tasks.clip.model import embed_images, embed_texts, load_saved_clip, square_cover
+from tasks.inputs.images import cover_rgb, pixel_limit
+from tasks.platform.errors import InputFileError, ModelLoadError, UserError
+from tasks.platform.settings import Settings
+
+MAX_QUERY_CHARS = 500
+MAX_K = 50
+MAX_UPLOAD_BYTES = 15 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 40_000_000
+
+
+class SearchInputError(UserError, ValueError):
+    """A query the search cannot answer: the message is for the person who typed it."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    row: int  # the index row: the web page serves the cover by row, never by a path it was sent
+    score: float
+    book_id: str
+    title: str
+    author: str
+    genre: str
+    image_path: str
+
+
+@dataclass(frozen=True)
+class TitleResult:
+    query: str
+    genre: str
+    genre_probability: float | None  # None when the user chose the genre
+    hits: list[Hit]
+
+
+@dataclass(frozen=True)
+class CoverResult:
+    genres: list[tuple[str, float]]  # zero-shot, most likely first
+    hits: list[Hit]  # the closest titles
+
+
+class CoverSearch:
+    """A loaded index with the models that answer queries: load once, query many times."""
+
+    def __init__(self, folder: Path, classifier: mlflow.pyfunc.PyFuncModel, zero_shot_template: str, device: str = "cpu") -> None:
+        folder = Path(folder)
+        if not (folder / "index.json").is_file():
+            raise InputFileError(f"{folder}: no cover index; run the index_covers stage (`make run` or `dvc repro`)")
+        self.info = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+        self.images = np.load(folder / "images.npy", mmap_mode="r")
+        self.captions = np.load(folder / "captions.npy", mmap_mode="r")
+        self.books = pd.read_parquet(folder / "books.parquet")
+        self.bundle = load_saved_clip(folder / "clip", device)
+        self.classifier = classifier
+        self.genres = sorted(self.books["genre"].dropna().unique())
+        self.genre_prompts = embed_texts(self.bundle, [zero_shot_template.format(category=g) for g in self.genres])
+        self.caption_template = self.info["caption_template"]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CoverSearch:
+        try:
+            classifier = mlflow.pyfunc.load_model(str(settings.paths.classifier_dir / "model"))
+        except (MlflowException, OSError) as error:
+            raise ModelLoadError(f"{settings.paths.classifier_dir}: the champion classifier cannot be loaded ({error}); "
+                                 "run the train_classifier stage first") from error
+        return cls(settings.paths.cover_index, classifier, settings.evaluate.zero_shot_template, settings.clip.device)
+
+    def by_title(self, title: str, genre: str | None = None, k: int = 5) -> TitleResult:
+        title, k = _checked_title(title), _checked_k(k)
+        probability = None
+        if not genre:
+            predicted = self.classifier.predict(pd.DataFrame({"title": [title], "author": [""]}))
+            genre, probability = str(predicted["genre"].iloc[0]), float(predicted["probability"].iloc[0])
+        query = self.caption_template.format(title=title, author="unknown author", genre=genre, category="",
+                                             probability=probability or 1.0)
+        vector = embed_texts(self.bundle, [query])[0]
+        return TitleResult(title, genre, probability, self._top(self.images, vector, k))
+
+    def by_cover(self, data: bytes, k: int = 5) -> CoverResult:
+        k = _checked_k(k)
+        vector = embed_images(self.bundle, _decoded_upload(data, self.bundle.image_size))[0]
+        logits = torch.tensor(self.genre_prompts @ vector) * self.bundle.model.logit_scale.exp().item()
+        probabilities = torch.softmax(logits, dim=0).numpy()
+        order = np.argsort(-probabilities)[:5]
+        return CoverResult([(self.genres[i], float(probabilities[i])) for i in order], self._top(self.captions, vector, k))
+
+    def cover_path(self, row: int) -> Path:
+        if not 0 <= row < len(self.books):
+            raise SearchInputError(f"no cover {row} in the index")
+        return Path(self.books["image_path"].iloc[row])
+
+    def _top(self, matrix: np.ndarray, vector: np.ndarray, k: int) -> list[Hit]:
+        scores = matrix @ vector.astype(np.float32)
+        k = min(k, len(scores))
+        best = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, int)
+        best = best[np.argsort(-scores[best])]
+        rows = self.books.iloc[best]
+        return [Hit(int(i), float(scores[i]), str(r.book_id), str(r.title), str(r.author or ""), str(r.genre), str(r.image_path))
+                for i, r in zip(best, rows.itertuples(index=False))]
+
+
+def _checked_title(title: str) -> str:
+    title = (title or "").strip()
+    if not title:
+        raise SearchInputError("type a book title to search for")
+    if len(title) > MAX_QUERY_CHARS:
+        raise SearchInputError(f"the title is {len(title)} characters long; search with at most {MAX_QUERY_CHARS}")
+    return title
+
+
+def _checked_k(k: int) -> int:
+    if not 1 <= int(k) <= MAX_K:
+        raise SearchInputError(f"k must be between 1 and {MAX_K}, got {k}")
+    return int(k)
+
+
+def _decoded_upload(data: bytes, size: int) -> np.ndarray:
+    """An uploaded cover as one uint8 image, refused with a sentence when it is not a usable image."""
+    if not data:
+        raise SearchInputError("the uploaded file is empty; choose a cover image")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise SearchInputError(f"the file is {len(data) / 2**20:.1f} MiB; upload a cover under {MAX_UPLOAD_BYTES // 2**20} MiB")
+    try:
+        with pixel_limit(MAX_UPLOAD_PIXELS), Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_UPLOAD_PIXELS:
+                raise SearchInputError(f"the image is {image.width}x{image.height} pixels; upload a smaller cover")
+            rgb = cover_rgb(image)
+    except SearchInputError:
+        raise
+    except Exception as error:  # noqa: BLE001  anything Pillow raises means "not an image we can read"
+        raise SearchInputError(f"the file is not an image this search can read ({type(error).__name__})") from error
+    return square_cover(rgb, size)[None]

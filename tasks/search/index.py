@@ -1,0 +1,117 @@
+"""The index_covers stage: every labeled cover embedded once by the champion CLIP.
+
+The index is a folder: the champion CLIP it was built with (so queries are embedded by the same
+model, whatever the registry says later), `images.npy` and `captions.npy` (L2-normalised float32
+rows, memory-mapped), `books.parquet` (what each row is) and `index.json`. tasks/search/engine.py
+answers queries from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from tqdm import tqdm
+
+from tasks.clip.data import load_images
+from tasks.clip.model import ClipBundle, embed_images, embed_texts, load_saved_clip
+from tasks.genre.labeling import make_captions
+from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
+from tasks.platform.outputs import staged_folder, write_json
+from tasks.platform.registry import champion_version
+from tasks.platform.settings import MlflowSettings, Settings
+from tasks.platform.tracking import client, ensure_tracking_reachable
+
+log = logging.getLogger(__name__)
+
+BOOK_COLUMNS = ["book_id", "title", "author", "genre", "category", "image_path"]
+
+
+def index_model(mlflow_client: MlflowClient, registry: MlflowSettings) -> dict[str, str | None]:
+    """The CLIP the index is built with: the champion, or while there is none yet the newest complete version.
+
+    A first fine-tuning that did not beat the model it started from leaves no champion (with the
+    small from-scratch CLIP, recall sits at chance level and the comparison is a coin flip); the
+    search still needs a model, and says which one it got. The next champion rebuilds the index.
+    """
+    name, alias = registry.clip_model_name, registry.champion_alias
+    version = champion_version(mlflow_client, name, alias)
+    if version is not None:
+        return {"model": name, "version": version, "uri": f"models:/{name}@{alias}", "alias": alias}
+    try:
+        versions = [v for v in mlflow_client.search_model_versions(f"name='{name}'") if v.tags.get("registration") != "pending"]
+    except MlflowException:
+        versions = []
+    if not versions:
+        raise ModelLoadError(f"no version of {name} is registered; run the pipeline up to `evaluate` first")
+    newest = str(max(int(v.version) for v in versions))
+    log.warning("%s has no %s yet (no fine-tuning has beaten its starting point); indexing with its newest version %s",
+                name, alias, newest)
+    return {"model": name, "version": newest, "uri": f"models:/{name}/{newest}", "alias": None}
+
+
+def champion_clip_folder(settings: Settings, target: Path) -> dict[str, str | None]:
+    """Copy the index's CLIP (see `index_model`) saved folder into `target`; return what it is."""
+    model = index_model(client(), settings.mlflow)
+    try:
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=model["uri"], dst_path=tempfile.mkdtemp(prefix="clip-index-"))
+    except (MlflowException, OSError) as error:
+        raise ModelLoadError(f"{model['uri']} cannot be loaded ({error}); run the pipeline up to `evaluate` first") from error
+    shutil.copytree(Path(folder) / "artifacts" / "clip", target)
+    shutil.rmtree(folder, ignore_errors=True)
+    return model
+
+
+def embed_in_chunks(bundle: ClipBundle, books: pd.DataFrame, captions: list[str], chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image rows, caption rows, mask of covers that decoded): decoded a chunk at a time to bound memory."""
+    images, texts, masks = [], [], []
+    paths = books["image_path"].tolist()
+    for start in tqdm(range(0, len(paths), chunk), desc="embed covers", unit="chunk", disable=len(paths) <= chunk):
+        decoded, ok = load_images(paths[start:start + chunk], bundle.image_size, desc="decode covers")
+        images.append(embed_images(bundle, decoded))
+        texts.append(embed_texts(bundle, [c for c, keep in zip(captions[start:start + chunk], ok) if keep]))
+        masks.append(ok)
+    if not masks:
+        empty = np.zeros((0, bundle.model.config.projection_dim), np.float32)
+        return empty, empty, np.zeros(0, bool)
+    return np.concatenate(images).astype(np.float32), np.concatenate(texts).astype(np.float32), np.concatenate(masks)
+
+
+@task(name="index-covers", cache_policy=NO_CACHE)
+def build_index(settings: Settings) -> dict[str, object]:
+    """Embed every labeled cover with the champion CLIP into `paths.cover_index`."""
+    paths = settings.paths
+    require_inputs("index_covers", paths.labeled_covers)
+    ensure_tracking_reachable()
+    books = pd.read_parquet(paths.labeled_covers)
+    with staged_folder(paths.cover_index) as staging:  # the index appears whole or not at all
+        summary = _write_index(settings, books, staging)
+    log.info("indexed %d covers with %s v%s (%d could not be decoded)", summary["covers"], summary["model"], summary["version"],
+             summary["left_out"])
+    return summary
+
+
+def _write_index(settings: Settings, books: pd.DataFrame, folder: Path) -> dict[str, object]:
+    model = champion_clip_folder(settings, folder / "clip")
+    bundle = load_saved_clip(folder / "clip", settings.clip.device)
+    captions = make_captions(books, settings.labeling.caption_template).tolist()
+    images, texts, ok = embed_in_chunks(bundle, books, captions)
+    if not ok.any():
+        raise DataQualityError(f"{settings.paths.labeled_covers}: no cover decodes any more; rerun the validate stage")
+    kept = books.loc[ok, [c for c in BOOK_COLUMNS if c in books]].reset_index(drop=True)
+    np.save(folder / "images.npy", images)
+    np.save(folder / "captions.npy", texts)
+    kept.to_parquet(folder / "books.parquet", index=False)
+    summary = {**model, "covers": len(kept), "left_out": int((~ok).sum()), "dim": int(images.shape[1]),
+               "caption_template": settings.labeling.caption_template}
+    write_json(folder / "index.json", summary)
+    return summary
