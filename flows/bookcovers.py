@@ -6,6 +6,7 @@
     bookcovers serve                               the search page
     bookcovers ui start|stop                       Prefect + MLflow servers with the deployments
     bookcovers summary                             the last run's summary, from metrics/
+    bookcovers promote classifier|clip VERSION     make a version champion by hand
 
 Heavy libraries (Prefect, torch, MLflow) are imported inside the command that needs them, so
 `--help` and a mistyped command answer at once.
@@ -37,6 +38,9 @@ COMMANDS_HELP = {
     "ui": "start or stop the Prefect server, the deployments' process and the MLflow server in the background; "
           "PID files and logs in .ui/",
     "summary": "print the summary of the last run from metrics/ and the registry's aliases; writes nothing",
+    "promote": "make a registered version the champion by hand, e.g. after deliberately switching data sets (the pipeline "
+               "never promotes a model trained on other data than the champion's without a fair comparison); moves the "
+               "alias, records why in its history, and for the classifier refreshes models/classifier/",
 }
 
 
@@ -67,22 +71,26 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     ui.add_arguments(command("ui"))
     command("summary")
+    promote = command("promote")
+    promote.add_argument("model", choices=["classifier", "clip"], help="book-genre-classifier or book-cover-clip")
+    promote.add_argument("version", help="the registered version to make champion")
     return root
 
 
 def run_pipeline(args: argparse.Namespace) -> None:
     from flows.pipeline import pipeline
-    from flows.runner import run_flow
+    from flows.runner import data_root_exists, run_flow
     from tasks.platform.summary import render_summary
 
-    run_flow(pipeline, ["--params", args.params, *args.overrides], report=render_summary)
+    run_flow(pipeline, ["--params", args.params, *args.overrides], report=render_summary,
+             check=data_root_exists)
 
 
 def run_stage(args: argparse.Namespace) -> None:
-    from flows.runner import run_flow
+    from flows.runner import data_root_exists, run_flow
 
     flow = getattr(importlib.import_module(f"flows.{args.name}"), f"{args.name}_flow")
-    run_flow(flow, ["--params", args.params, *args.overrides])
+    run_flow(flow, ["--params", args.params, *args.overrides], check=data_root_exists if args.name == "validate" else None)
 
 
 def search_covers(args: argparse.Namespace) -> None:
@@ -115,8 +123,11 @@ def serve_page(args: argparse.Namespace) -> None:
 def _cover_search(params: str):  # noqa: ANN202  CoverSearch, imported late (torch, MLflow)
     import torch
 
+    from tasks.platform.local_store import follow_project_folder
+    from tasks.platform.tracking import tracking_uri
     from tasks.search.engine import CoverSearch
 
+    follow_project_folder(tracking_uri())  # a copied project searches with its own models
     # One query at a time is too small to share between threads; a second thread only adds
     # wake-up latency (p95 ~80 ms instead of ~12 ms at 100k covers, `make bench-search`).
     torch.set_num_threads(1)
@@ -135,9 +146,26 @@ def print_summary(args: argparse.Namespace) -> None:
     print(render_summary(load_settings(args.params)))
 
 
+def promote(args: argparse.Namespace) -> None:
+    from tasks.genre.champion import promote_classifier
+    from tasks.platform.registry import promote_by_hand
+    from tasks.platform.tracking import client, ensure_tracking_reachable
+
+    settings = load_settings(args.params)
+    ensure_tracking_reachable()
+    registry = settings.mlflow
+    if args.model == "classifier":
+        promote_classifier(client(), registry, settings.classifier.select_metric, args.version, settings.paths.classifier_dir)
+        name, rerun = registry.classifier_model_name, "`bookcovers run` (or `dvc repro`) relabels the covers with it"
+    else:
+        promote_by_hand(client(), registry.clip_model_name, registry.champion_alias, args.version, "promoted by hand (bookcovers promote)")
+        name, rerun = registry.clip_model_name, "`bookcovers stage index_covers` rebuilds the cover index with it"
+    print(f"{name} v{args.version} is now @{registry.champion_alias}; {rerun}")
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "run": run_pipeline, "stage": run_stage, "search": search_covers, "serve": serve_page, "ui": run_ui,
-    "summary": print_summary,
+    "summary": print_summary, "promote": promote,
 }
 
 

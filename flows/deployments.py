@@ -24,7 +24,7 @@ def deployments() -> list[RunnerDeployment]:
     )
     stages = [stage.to_deployment(name=stage.name, tags=[*TAGS, "stage"], parameters=DEFAULT_PARAMETERS,
                                   description=(stage.description or stage.name).strip().splitlines()[0])
-              for stage in STAGES]
+              for _, stage in STAGES]
     return [whole, *stages]
 
 

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tasks.platform.errors import UserError
+from tasks.platform.local_store import follow_project_folder
 from tasks.platform.settings import DEFAULT_PARAMS_FILE, Settings, SettingsError, load_settings
+from tasks.platform.tracking import tracking_uri
 
 USER_ERRORS = (SettingsError, UserError)
 
@@ -35,8 +37,18 @@ def parse_args(argv: list[str] | None, description: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_flow(flow: Callable[..., Any], argv: list[str] | None = None, report: Callable[[Settings], str] | None = None) -> Any:
-    """Run `flow` from the command line and print `report` after it; exit 2 with one clear line on a user error."""
+def data_root_exists(settings: Settings) -> None:
+    """A data.root that the user set and that does not exist is a typo: stop before anything runs."""
+    settings.data.source_root()
+
+
+def run_flow(flow: Callable[..., Any], argv: list[str] | None = None, report: Callable[[Settings], str] | None = None,
+             check: Callable[[Settings], object] | None = None) -> Any:
+    """Run `flow` from the command line and print `report` after it; exit 2 with one clear line on a user error.
+
+    `check` runs on the settings before the flow starts (and before Prefect's server does), so a
+    mistake it finds costs seconds, not a flow run.
+    """
     # Prefect routes the `tasks` loggers to its console and UI (PREFECT_LOGGING_EXTRA_LOGGERS) but leaves
     # them at the root's WARNING level; the stages' progress is INFO.
     logging.getLogger("tasks").setLevel(logging.INFO)
@@ -44,7 +56,10 @@ def run_flow(flow: Callable[..., Any], argv: list[str] | None = None, report: Ca
         logging.getLogger(engine_logger).addFilter(UserErrorsWithoutTraceback())
     args = parse_args(argv, getattr(flow, "description", None))
     try:
-        load_settings(args.params, args.overrides)  # a bad param fails here, before a flow run exists
+        settings = load_settings(args.params, args.overrides)  # a bad param fails here, before a flow run exists
+        if check is not None:
+            check(settings)
+        follow_project_folder(tracking_uri())  # a copied or moved project reads and writes its own artefacts
         result = flow(params_file=args.params, overrides=args.overrides)
         if report is not None:
             print(report(load_settings(args.params, args.overrides)))

@@ -65,7 +65,7 @@ def running_pid(name: str) -> int | None:
 def deployment_names() -> list[str]:
     from flows.pipeline import STAGES
 
-    return ["book-covers-pipeline", *(stage.name for stage in STAGES)]
+    return ["book-covers-pipeline", *(stage.name for _, stage in STAGES)]
 
 
 def answers(service: Service) -> bool:

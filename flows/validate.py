@@ -5,7 +5,7 @@ import time
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.runner import run_flow
+from flows.runner import data_root_exists, run_flow
 from tasks.inputs.validation import validate_and_clean
 from tasks.platform.reliability import run_stage
 from tasks.platform.settings import load_settings
@@ -26,4 +26,4 @@ def validate_flow(params_file: str = "params.yaml", overrides: list[str] | None 
 
 
 if __name__ == "__main__":
-    run_flow(validate_flow)
+    run_flow(validate_flow, check=data_root_exists)

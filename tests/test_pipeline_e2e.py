@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,38 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
     return result.stdout + result.stderr
 
 
+def training_runs(project: Path) -> dict[str, int]:
+    from mlflow.tracking import MlflowClient
+
+    store = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = store.search_runs([e.experiment_id for e in store.search_experiments()])
+    return {name: sum(r.info.run_name == name for r in runs) for name in ("train-classifier", "fine-tune-clip")}
+
+
+LOAD_CHAMPIONS = """
+import mlflow, pandas as pd
+mlflow.set_tracking_uri("sqlite:///mlflow.db")
+genre = mlflow.pyfunc.load_model("models:/book-genre-classifier@champion").predict(pd.DataFrame({"title": ["Paris"], "author": [""]}))
+clip = mlflow.pyfunc.load_model("models:/book-cover-clip@champion").predict(pd.DataFrame({"text": ["Paris"]}))
+print("loaded", genre["genre"][0], len(clip["embedding"][0]), mlflow.get_experiment_by_name("book-covers").artifact_location)
+"""
+
+
+def assert_a_copied_project_uses_only_its_own_folder(project: Path, env: dict[str, str]) -> None:
+    """cp -a, then the original is moved out of reach: the copy loads both champions and searches."""
+    copy = project.with_name(project.name + "-copy")
+    subprocess.run(["cp", "-a", str(project), str(copy)], check=True)
+    away = project.with_name(project.name + "-away")
+    project.rename(away)
+    try:
+        found = run([sys.executable, "-m", "flows.bookcovers", "search", "Rick Steves Paris 2016", "-k", "2"], copy, env)
+        assert found.startswith("genre: "), found
+        loaded = run([sys.executable, "-c", LOAD_CHAMPIONS], copy, env)
+        assert "loaded" in loaded and str(copy / "mlruns") in loaded, loaded
+    finally:
+        away.rename(project)
+
+
 def test_flow_then_dvc_status_clean_repro_reruns_only_what_changed(tmp_path: Path) -> None:
     write_tiny_project(tmp_path)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -106,6 +139,19 @@ def test_flow_then_dvc_status_clean_repro_reruns_only_what_changed(tmp_path: Pat
     assert "Running stage" not in run([dvc, "repro"], tmp_path, env)
     found = run([sys.executable, "-m", "flows.bookcovers", "search", "Rick Steves Paris 2016", "-k", "3"], tmp_path, env)
     assert found.startswith("genre: ") and found.count("\n  ") >= 2
+
+    # The same pipeline again on unchanged data: every stage is skipped on DVC's word, no training run is made.
+    trainings = training_runs(tmp_path)
+    started = time.perf_counter()
+    again = run([sys.executable, "-m", "flows.pipeline"], tmp_path, env)
+    print(f"second pipeline run on unchanged inputs: {time.perf_counter() - started:.1f} s")
+    skipped = next(line for line in again.splitlines() if "stages unchanged, skipped:" in line)
+    assert all(stage in skipped for stage in ("train-classifier", "finetune-clip", "evaluate-clip")), skipped
+    assert "ran: none" in skipped
+    assert training_runs(tmp_path) == trainings and trainings["train-classifier"] == trainings["fine-tune-clip"] == 1
+    assert "up to date" in run([dvc, "status"], tmp_path, env)
+
+    assert_a_copied_project_uses_only_its_own_folder(tmp_path, env)
 
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["clip"]["epochs"] = 5

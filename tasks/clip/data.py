@@ -70,6 +70,12 @@ def split_frame(books: pd.DataFrame, split: str) -> pd.DataFrame:
     return books[books["split"] == split].reset_index(drop=True)
 
 
+def test_books_digest(books: pd.DataFrame, val_fraction: float, test_fraction: float) -> str:
+    """Which books a model is tested on: two CLIP versions with equal digests can be compared on them."""
+    test_ids = sorted(split_frame(with_splits(books, val_fraction, test_fraction), "test")["book_id"].astype(str))
+    return hashlib.sha256("\n".join(test_ids).encode("utf-8")).hexdigest()[:16]
+
+
 @dataclass
 class PairSet:
     """(cover, caption) pairs: pair i is images[rows[i]] (rows None: images[i]) with captions[i].

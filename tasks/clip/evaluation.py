@@ -16,6 +16,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -25,7 +26,7 @@ from tasks.clip.model import ClipBundle, embed_images, embed_texts, initial_bund
 from tasks.inputs.taxonomy import readable_category
 from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.platform.outputs import write_json
-from tasks.platform.registry import champion_version, promote_if_better
+from tasks.platform.registry import DATA_TAG_PREFIX, Promotion, champion_version, data_tags, keep_as_challenger, promote_if_better
 from tasks.platform.settings import EvaluateSettings, Settings
 from tasks.platform.tracking import client, ensure_tracking_reachable, lineage_tags, tracked_run
 
@@ -121,6 +122,34 @@ def _write_outputs(settings: Settings, report: dict[str, object], table: pd.Data
     table.to_csv(paths.plots_dir / "clip_title_similarity.csv", index=False)
 
 
+def _decide(settings: Settings, mlflow_client: MlflowClient, version: str, tuned_score: float, base_score: float,
+            books: pd.DataFrame, covers: TestCovers) -> Promotion:
+    """Promote the fine-tuned version only over a champion tested on the same books, or over its own start.
+
+    A champion tested on other books (other covers: another data set) is not compared at all: the
+    version is registered, not promoted, and the alias history says why.
+    """
+    cfg, registry = settings.evaluate, settings.mlflow
+    name, alias = registry.clip_model_name, registry.champion_alias
+    current = champion_version(mlflow_client, name, alias)
+    if current == version:  # re-evaluating the champion itself: keep it
+        return promote_if_better(mlflow_client, name, alias, version, tuned_score, None, cfg.select_metric, "the champion itself")
+    if current is None:  # without a champion the fine-tuned model must at least beat the model it started from
+        return promote_if_better(mlflow_client, name, alias, version, tuned_score, base_score, cfg.select_metric,
+                                 f"{len(books)} test books, against the model it started from")
+    key = f"{DATA_TAG_PREFIX}test_books"
+    theirs, ours = data_tags(mlflow_client, name, current).get(key), data_tags(mlflow_client, name, version).get(key)
+    if theirs is None or theirs != ours:
+        why = "records no test books" if theirs is None else "was tested on other books (other covers)"
+        return keep_as_challenger(mlflow_client, name, alias, version,
+                                  f"champion v{current} {why}, so no comparison is known to be fair; "
+                                  f"`bookcovers promote clip {version}` switches by hand")
+    champion = _champion_bundle(settings, settings.clip.device)
+    reference = score_model(champion, covers.at(champion.image_size), books, cfg)[0][cfg.select_metric]
+    return promote_if_better(mlflow_client, name, alias, version, tuned_score, reference, cfg.select_metric,
+                             f"the same {len(books)} test books as v{current}")
+
+
 @task(name="evaluate-clip", cache_policy=NO_CACHE)
 def evaluate(settings: Settings) -> dict[str, object]:
     cfg, paths, registry = settings.evaluate, settings.paths, settings.mlflow
@@ -142,19 +171,13 @@ def evaluate(settings: Settings) -> dict[str, object]:
     if cfg.select_metric not in tuned_metrics:
         raise DataQualityError(f"evaluate.select_metric={cfg.select_metric!r} is not one of {sorted(tuned_metrics)}")
     mlflow_client = client()
-    current = champion_version(mlflow_client, registry.clip_model_name, registry.champion_alias)
-    champion = _champion_bundle(settings, settings.clip.device) if current and current != trained["registered_version"] else None
-    # Without a champion the fine-tuned model must at least beat the model it started from.
-    reference = (score_model(champion, covers.at(champion.image_size), books, cfg)[0][cfg.select_metric]
-                 if champion else base_metrics[cfg.select_metric])
-    if current == trained["registered_version"]:
-        reference = None  # re-evaluating the champion itself: keep it
-    promotion = promote_if_better(mlflow_client, registry.clip_model_name, registry.champion_alias,
-                                  trained["registered_version"], tuned_metrics[cfg.select_metric], reference, cfg.select_metric)
+    promotion = _decide(settings, mlflow_client, trained["registered_version"], tuned_metrics[cfg.select_metric],
+                        base_metrics[cfg.select_metric], books, covers)
     report = {"test_books": len(books), "select_metric": cfg.select_metric, "base": base_metrics,
               "finetuned": tuned_metrics, "registry": promotion.as_dict()}
     _write_outputs(settings, report, table)
-    with tracked_run(registry.experiment, "evaluate-clip", lineage_tags({"labeled_covers": paths.labeled_covers})) as run_id:
+    tags = lineage_tags({"labeled_covers": paths.labeled_covers}, settings.data.source_label())
+    with tracked_run(registry.experiment, "evaluate-clip", tags) as run_id:
         for model_name, metrics in (("base", base_metrics), ("finetuned", tuned_metrics)):
             for key, value in metrics.items():
                 mlflow_client.log_metric(run_id, f"{model_name}_{key.replace('@', '_at_')}", value)

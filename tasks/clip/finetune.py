@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.clip import checkpoints, data, distributed, loop, loss, model
 from tasks.clip.checkpoints import Checkpointer
-from tasks.clip.data import PairSet, split_frame, with_splits
+from tasks.clip.data import PairSet, split_frame, test_books_digest, with_splits
 from tasks.clip.distributed import DistContext, barrier, init_distributed
 from tasks.clip.launcher import TrainingResult, check_devices, launch_dir, launch_torchrun
 from tasks.clip.loop import EpochRecord, mean_loss, train
@@ -33,7 +33,7 @@ from tasks.clip.pyfunc import CoverClipModel
 from tasks.clip.shards import MANIFEST, ROWS, CoverShards
 from tasks.platform.errors import DataQualityError, require_inputs
 from tasks.platform.outputs import write_json
-from tasks.platform.registry import register_version, version_description
+from tasks.platform.registry import DATA_TAG_PREFIX, register_version, version_description
 from tasks.platform.settings import Settings
 from tasks.platform.tracking import (
     client,
@@ -73,14 +73,18 @@ def _log_run(settings: Settings, run_id: str, history: list[EpochRecord], best_e
             name="model", python_model=CoverClipModel(), artifacts={"clip": str(settings.paths.clip_dir)},
             code_paths=[str(tasks_package_dir())], pip_requirements=CLIP_PIP_REQUIREMENTS,
         )
+    covers_md5, source = file_md5(settings.paths.labeled_covers), settings.data.source_label()
+    labeled = pd.read_parquet(settings.paths.labeled_covers, columns=["book_id"])
+    tags = {f"{DATA_TAG_PREFIX}source": source, f"{DATA_TAG_PREFIX}labeled_covers_md5": covers_md5,
+            f"{DATA_TAG_PREFIX}test_books": test_books_digest(labeled, settings.clip.val_fraction, settings.clip.test_fraction)}
     description = version_description(
         f"CLIP fine-tuned from {settings.clip.model} on (cover, caption) pairs",
-        data=f"labeled covers md5 {file_md5(settings.paths.labeled_covers)}, caption template {settings.labeling.caption_template!r}",
+        data=f"{source}: labeled covers md5 {covers_md5}, caption template {settings.labeling.caption_template!r}",
         metrics=f"best epoch {best_epoch} of {settings.clip.epochs}, validation loss {history[best_epoch - 1].val_loss:.4f} "
                 f"(epoch 1: {history[0].val_loss:.4f}); test recall is in the evaluate run",
         params=settings.clip.model_dump(mode="json"))
     fingerprint = content_fingerprint({"inputs": inputs_fingerprint}, sorted(settings.paths.clip_dir.glob("*")))
-    return register_version(mlflow_client, settings.mlflow.clip_model_name, info.model_uri, description, fingerprint)
+    return register_version(mlflow_client, settings.mlflow.clip_model_name, info.model_uri, description, fingerprint, tags)
 
 
 def training_fingerprint(settings: Settings) -> str:
@@ -164,7 +168,8 @@ def fine_tune(settings: Settings) -> dict[str, object]:
     training_splits(settings, CoverShards.open(paths.cover_shards, clip_image_size(cfg)))  # refuse before launching anything
     fingerprint = training_fingerprint(settings)
     previous = Checkpointer(paths.clip_checkpoints, fingerprint).peek()
-    tags = lineage_tags({"labeled_covers": paths.labeled_covers, "cover_shards": paths.cover_shards / ROWS})
+    tags = lineage_tags({"labeled_covers": paths.labeled_covers, "cover_shards": paths.cover_shards / ROWS},
+                        settings.data.source_label())
     with tracked_run(settings.mlflow.experiment, "fine-tune-clip", tags, resume_run_id=previous and previous.mlflow_run_id) as run_id:
         if cfg.devices > 1:
             check_devices(cfg)

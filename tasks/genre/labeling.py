@@ -132,7 +132,7 @@ def label_covers(settings: Settings) -> dict[str, object]:
     metrics["mlflow_run_id"] = log_stage_run(
         registry.experiment, "label-covers", {"clean_covers": settings.paths.clean_covers, "labeled_covers": settings.paths.labeled_covers},
         {"books": len(books), "mean_probability": metrics["mean_probability"],
-         "category_agreement": metrics["category_agreement"]["agreement"] or 0.0}, [metrics_file],
+         "category_agreement": metrics["category_agreement"]["agreement"] or 0.0}, [metrics_file], settings.data.source_label(),
     )
     log.info("labeled %d books from %d cover rows with %s (%.0f titles/s); predicted genre agrees with the mapped "
              "cover category on %s of %d mapped books", len(books), len(covers), model_uri, metrics["titles_per_second"],

@@ -16,7 +16,6 @@ import hashlib
 import logging
 import resource
 import time
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -27,6 +26,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from tasks.genre.champion import export_champion, identity_tags, judge, log_test_split
 from tasks.genre.features import (
     FeatureBlocks,
     author_tokens,  # noqa: F401  champions registered before 2026-11 unpickle it from here
@@ -46,9 +46,9 @@ from tasks.genre.selection import (
 )
 from tasks.inputs.readers import normalized_text
 from tasks.inputs.taxonomy import AMAZON_GENRES, BOOKCOVER30_GENRES
-from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
-from tasks.platform.outputs import staged_folder, write_json
-from tasks.platform.registry import champion_version, promote_if_better, register_version, version_description
+from tasks.platform.errors import DataQualityError, require_inputs
+from tasks.platform.outputs import write_json
+from tasks.platform.registry import register_version, version_description
 from tasks.platform.settings import ClassifierSettings, Settings
 from tasks.platform.tracking import (
     client,
@@ -216,11 +216,11 @@ def train_and_select(settings: Settings) -> dict[str, object]:
     per_class = per_class_table(test["genre"], predicted, classes)
     report_paths = write_reports(settings.paths.plots_dir, summaries, test["genre"], predicted, classes, per_class)
     mlflow_client = client()
-    tags = lineage_tags({"clean_listing": settings.paths.clean_listing})
+    tags = lineage_tags({"clean_listing": settings.paths.clean_listing}, settings.data.source_label())
     with tracked_run(registry.experiment, "train-classifier", tags) as parent_run_id:
         for name, summary in {**summaries, **summaries_rejected}.items():
             _log_candidate(mlflow_client, name, summary, parent_run_id, registry.experiment, tags)
-        outcome = _register_winner(settings, mlflow_client, parent_run_id, winner, model, test, test_metrics)
+        outcome = _register_winner(settings, mlflow_client, parent_run_id, winner, model, train, test, test_metrics)
         metrics = {
             "label_set": cfg.label_set, "rows_outside_label_set": left_out,
             "train_rows": len(train), "test_rows": len(test), "cv_rows": len(data.labels), "genres": len(classes),
@@ -245,59 +245,31 @@ def train_and_select(settings: Settings) -> dict[str, object]:
     return metrics
 
 
-def champion_score_on(test: pd.DataFrame, model_uri: str, metric: str, exists: bool) -> float | None:
-    """Score the current champion on this run's test split, or None when there is none.
-
-    A champion that exists but cannot be loaded is an error, never 'no champion': that would
-    let any challenger take the alias.
-    """
-    if not exists:
-        return None
-    try:
-        champion = mlflow.pyfunc.load_model(model_uri)
-    except Exception as error:  # noqa: BLE001  any failure (missing files, unpicklable code) means "cannot load"
-        raise ModelLoadError(f"the current champion {model_uri} cannot be loaded ({error}); "
-                             "restore its artifacts or remove the alias before training a challenger") from error
-    predicted = champion.predict(test[["title", "author"]])["genre"].to_numpy()
-    return label_scores(test["genre"].to_numpy(), predicted)[metric]
-
-
-def _export_champion(model_uri: str, target: Path, record: dict[str, object]) -> None:
-    """A local copy of the champion, so DVC versions what the labeling stage will use."""
-    with staged_folder(target) as staging:
-        mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(staging / "model"))
-        write_json(staging / "champion.json", record)
-
-
 def _register_winner(settings: Settings, mlflow_client: MlflowClient, run_id: str, winner: CandidateResult,
-                     model: GenreModel | EnsembleModel, test: pd.DataFrame, test_metrics: dict[str, float]) -> dict[str, object]:
+                     model: GenreModel | EnsembleModel, train: pd.DataFrame, test: pd.DataFrame,
+                     test_metrics: dict[str, float]) -> dict[str, object]:
     cfg, registry = settings.classifier, settings.mlflow
-    champion_uri = f"models:/{registry.classifier_model_name}@{registry.champion_alias}"
-    existing = champion_version(mlflow_client, registry.classifier_model_name, registry.champion_alias)
-    champion_score = champion_score_on(test, champion_uri, cfg.select_metric, existing is not None)
+    wrapper = GenreClassifierModel(model)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=GenreClassifierModel(model),
+            name="model", python_model=wrapper,
             code_paths=[str(tasks_package_dir())], pip_requirements=MODEL_PIP_REQUIREMENTS,
             input_example=test[["title", "author"]].head(3),
         )
+    log_test_split(mlflow_client, run_id, test)
+    listing_md5 = file_md5(settings.paths.clean_listing)
     cv_score = winner.best(cfg.select_metric).mean(cfg.select_metric)
     description = version_description(
         f"{model.name} (title + author -> genre)",
-        data=f"clean listing md5 {file_md5(settings.paths.clean_listing)}, {len(test)} test books, label set {cfg.label_set}",
+        data=f"{settings.data.source_label()}: clean listing md5 {listing_md5}, {len(test)} test books, label set {cfg.label_set}",
         metrics=f"CV {cfg.select_metric} {cv_score:.4f}; test " + ", ".join(f"{k} {v:.4f}" for k, v in test_metrics.items()),
         params=cfg.model_dump(mode="json", exclude={"n_jobs"}))
     identity = {"classifier": cfg.model_dump(mode="json", exclude={"n_jobs"}), "model": model.name,
                 "test": {key: round(value, 6) for key, value in test_metrics.items()}}
     fingerprint = content_fingerprint(identity, [settings.paths.clean_listing])
-    version = register_version(mlflow_client, registry.classifier_model_name, info.model_uri, description, fingerprint)
-    promotion = promote_if_better(
-        mlflow_client, registry.classifier_model_name, registry.champion_alias, version,
-        test_metrics[cfg.select_metric], champion_score, cfg.select_metric,
-    )
-    # Only what identifies the champion: a challenger that lost must not change this DVC output.
-    champion_record = {"name": registry.classifier_model_name, "alias": registry.champion_alias,
-                       "version": promotion.champion_version,
-                       f"{cfg.select_metric}_on_test": promotion.challenger_score if promotion.promoted else champion_score}
-    _export_champion(champion_uri, settings.paths.classifier_dir, champion_record)
+    tags = identity_tags(settings.data.source_label(), listing_md5, test, list(model.classes_))
+    version = register_version(mlflow_client, registry.classifier_model_name, info.model_uri, description, fingerprint, tags)
+    promotion = judge(mlflow_client, registry, cfg.select_metric, version, lambda frame: wrapper.predict(None, frame), tags, test,
+                      test_metrics[cfg.select_metric], set(normalized_text(train["title"])))
+    export_champion(mlflow_client, registry, cfg.select_metric, settings.paths.classifier_dir)
     return promotion.as_dict()

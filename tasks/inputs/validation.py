@@ -288,7 +288,7 @@ def quarantine_summary(outcomes: list[TableOutcome], examples: int = 5) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(settings: Settings, listing: TableOutcome, covers: TableOutcome) -> dict[str, object]:
+def write_outputs(settings: Settings, listing: TableOutcome, covers: TableOutcome, data_source: str) -> dict[str, object]:
     paths = settings.paths
     for target in (paths.clean_listing, paths.clean_covers, paths.quarantine, paths.quarantine_summary, paths.metrics_dir):
         (target if target.suffix == "" else target.parent).mkdir(parents=True, exist_ok=True)
@@ -302,7 +302,7 @@ def write_outputs(settings: Settings, listing: TableOutcome, covers: TableOutcom
             quarantine[column] = quarantine[column].astype("string")
     quarantine.to_parquet(paths.quarantine, index=False)
     paths.quarantine_summary.write_text(quarantine_summary([listing, covers]), encoding="utf-8")
-    metrics = {"listing": listing.summary(), "covers": covers.summary()}
+    metrics = {"data_source": data_source, "listing": listing.summary(), "covers": covers.summary()}
     write_json(paths.metrics_dir / "validation.json", metrics)
     return metrics
 
@@ -330,14 +330,14 @@ def validate_and_clean(settings: Settings) -> dict[str, object]:
     listing = validate_listing(read_listings(root, data.listings, data.listing_format), settings.validate_)
     covers_frame, covers_format = read_covers(root / data.covers, data.covers_format)
     covers = validate_covers(covers_frame, covers_format, settings.validate_)
-    metrics = write_outputs(settings, listing, covers)
+    metrics = write_outputs(settings, listing, covers, data.source_label())
     for outcome in (listing, covers):
         log.info("%s: %s", outcome.name, outcome.summary())
     paths = settings.paths
     figures = {f"{o.name}_{k}": o.summary()[k] for o in (listing, covers) for k in ("rows_in", "rows_kept", "rows_quarantined")}
     metrics["mlflow_run_id"] = log_stage_run(
         settings.mlflow.experiment, "validate-clean", {"clean_listing": paths.clean_listing, "clean_covers": paths.clean_covers},
-        figures, [paths.quarantine, paths.quarantine_summary, paths.metrics_dir / "validation.json"],
+        figures, [paths.quarantine, paths.quarantine_summary, paths.metrics_dir / "validation.json"], data.source_label(),
     )
     enforce_threshold([listing, covers], settings.validate_.max_quarantine_fraction, settings.paths.quarantine_summary)
     return metrics

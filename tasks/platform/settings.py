@@ -14,6 +14,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
+# The real data beside the project. Only this default may fall back to the embedded data set when
+# absent: a data.root the user typed and that does not exist is a typo, and stops the run.
+DEFAULT_DATA_ROOT = Path("../shared/data")
+EMBEDDED = "embedded"
 
 
 class SettingsError(ValueError):
@@ -25,8 +29,9 @@ class Section(BaseModel):
 
 
 class DataSettings(Section):
-    root: Path = Path("../shared/data")
-    # Used instead of `root` when that folder does not exist: the embedded generated data set.
+    root: Path = DEFAULT_DATA_ROOT
+    # Used instead of `root` when `root` is the default and that folder does not exist: the embedded
+    # generated data set (written by the generate stage).
     fallback_root: Path | None = Path("data/raw/generated")
     listings: list[str] = ["amazon-books/*.csv"]
     listing_format: Literal["auto", "amazon", "category_title", "generic"] = "auto"
@@ -34,13 +39,32 @@ class DataSettings(Section):
     covers_format: Literal["auto", "bookdepository", "generic"] = "auto"
 
     def source_root(self) -> Path:
-        """The folder the run reads: `root`, or `fallback_root` when `root` is absent."""
-        if self.root.exists() or self.fallback_root is None:
+        """The folder the run reads: `root`; `fallback_root` only where `root` is the default and absent.
+
+        `root` may name the fallback folder itself before the generate stage has written it.
+        """
+        if self.root.exists() or self._is_fallback(self.root):
             return self.root
-        return self.fallback_root
+        if self.root == DEFAULT_DATA_ROOT and self.fallback_root is not None:
+            return self.fallback_root
+        where = "" if self.root.is_absolute() else f" (from here: {self.root.resolve()})"
+        raise SettingsError(f"data.root {self.root} does not exist{where}; set data.root to "
+                            f"your data folder, or leave it at its default {DEFAULT_DATA_ROOT} to use the embedded data "
+                            "set where that folder is absent")
 
     def uses_fallback(self) -> bool:
         return self.source_root() != self.root
+
+    def source_label(self) -> str:
+        """What a run read, for its summary and MLflow tags: "embedded" or the data folder's absolute path."""
+        try:
+            root = self.source_root()
+        except SettingsError:  # a later stage, after the data folder went away: still say which it was
+            return f"{self.root.resolve()} (absent now)"
+        return EMBEDDED if self._is_fallback(root) else str(root.resolve())
+
+    def _is_fallback(self, folder: Path) -> bool:
+        return self.fallback_root is not None and folder.resolve() == self.fallback_root.resolve()
 
 
 class GenerateSettings(Section):
@@ -64,6 +88,7 @@ class PathSettings(Section):
     cover_shards: Path = Path("data/processed/cover_shards")
     metrics_dir: Path = Path("metrics")
     plots_dir: Path = Path("plots")
+    run_record: Path = Path("data/interim/last_run.json")  # which data the last pipeline run read, which stages it skipped
 
 
 class ValidateSettings(Section):

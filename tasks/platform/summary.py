@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.platform.settings import Settings
+from tasks.platform.outputs import write_json
+from tasks.platform.settings import EMBEDDED, Settings
+
+SKIPPED = "unchanged, skipped"
 
 
 def _read(path: Path) -> dict:
@@ -15,7 +18,20 @@ def _read(path: Path) -> dict:
 def _rows(validation: dict) -> list[str]:
     return [f"  {name:8s} {t['rows_in']:>7} in = {t['rows_kept']:>7} kept + {t['rows_quarantined']:>5} quarantined"
             + (f"  ({', '.join(f'{r}: {n}' for r, n in t['by_reason'].items())})" if t["by_reason"] else "")
-            for name, t in validation.items()]
+            for name, t in validation.items() if name in ("listing", "covers")]
+
+
+def _data(validation: dict, run: dict) -> list[str]:
+    source = validation.get("data_source") or run.get("data_source")
+    lines = []
+    if source:
+        lines.append("  the embedded generated data set" if source == EMBEDDED else f"  {source}")
+    stages = run.get("stages", {})
+    skipped = [name for name, status in stages.items() if status == SKIPPED]
+    if skipped:
+        ran = [name for name, status in stages.items() if status != SKIPPED]
+        lines.append(f"  stages unchanged, skipped: {', '.join(skipped)}; ran: {', '.join(ran) or 'none'}")
+    return lines
 
 
 def _classifier(metrics: dict) -> list[str]:
@@ -61,14 +77,24 @@ def _registry(settings: Settings, classifier: dict, clip: dict) -> list[str]:
             verdict = "promoted" if registry["promoted"] else "kept as challenger"
             champion = "none yet" if registry["champion_version"] in (None, "none") else f"v{registry['champion_version']}"
             lines.append(f"  {name}: v{registry['registered_version']} {verdict}; @{settings.mlflow.champion_alias} = {champion}")
+            if not registry["promoted"] and registry.get("reason"):
+                lines.append(f"    why: {registry['reason']}")
     return lines
+
+
+def record_run(path: Path, data_source: str, results: dict[str, object]) -> None:
+    """What the summary says about the last pipeline run beyond the metrics: the data it read, what it skipped."""
+    stages = {name: SKIPPED if isinstance(result, dict) and result.get("skipped") else "ran"
+              for name, result in results.items() if name != "dvc"}
+    write_json(path, {"data_source": data_source, "stages": stages, "dvc": results.get("dvc")})
 
 
 def render_summary(settings: Settings) -> str:
     folder = settings.paths.metrics_dir
     validation, classifier = _read(folder / "validation.json"), _read(folder / "classifier.json")
     labeling, clip = _read(folder / "labeling.json"), _read(folder / "clip.json")
-    sections = [("Rows", _rows(validation) if validation else []),
+    sections = [("Data", _data(validation, _read(settings.paths.run_record))),
+                ("Rows", _rows(validation) if validation else []),
                 ("Classifier", _classifier(classifier) if classifier else []),
                 ("Labeling", _labeling(labeling) if labeling else []),
                 ("CLIP recall@k", _clip(clip) if clip else []),
@@ -119,6 +145,9 @@ def stage_table_markdown(results: dict[str, dict], tracking_uri: str, experiment
     for stage, result in results.items():
         if not isinstance(result, dict):
             lines.append(f"| {stage} | {result} | – |")
+            continue
+        if result.get("skipped"):
+            lines.append(f"| {stage} | {SKIPPED} (inputs, params and code as in dvc.lock) | – |")
             continue
         figures = "; ".join(f"{label} {_figure(result, path)}" for label, path in STAGE_FIGURES.get(stage, []))
         lines.append(f"| {stage} | {figures or '–'} | {mlflow_run_link(result.get('mlflow_run_id'), tracking_uri, experiment_id)} |")

@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tasks.platform.errors import UserError
+from tasks.platform.local_store import follow_project_folder
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,12 @@ def ensure_tracking_reachable(attempts: int = 3, timeout_seconds: float = 3.0) -
 
     MLflow's own client retries an unreachable server with exponential backoff for minutes;
     a stage that trains for an hour and then cannot record the result is worse than one that
-    refuses to start. Local (sqlite/file) stores need no server.
+    refuses to start. Local (sqlite/file) stores need no server, only their artefact paths
+    pointed at this project folder (tasks/platform/local_store.py).
     """
     uri = tracking_uri()
     if not uri.startswith(("http://", "https://")):
+        follow_project_folder(uri)  # a copied or moved project reads and writes its own artefacts
         return
     error: Exception | None = None
     for attempt in range(attempts):
@@ -115,8 +118,11 @@ def prefect_flow_run_id() -> str:
         return "none"
 
 
-def lineage_tags(inputs: dict[str, Path]) -> dict[str, str]:
+def lineage_tags(inputs: dict[str, Path], data_source: str | None = None) -> dict[str, str]:
+    """What a run came from: code, Prefect run, the md5 of its input files and, given, the data it read."""
     tags = {"git_commit": git_commit(), "prefect_flow_run_id": prefect_flow_run_id()}
+    if data_source:
+        tags["data_source"] = data_source
     for name, path in inputs.items():
         if Path(path).is_file():
             tags[f"data_md5.{name}"] = file_md5(Path(path))
@@ -182,10 +188,10 @@ def quietly(what: str) -> Iterator[None]:
 
 
 def log_stage_run(experiment: str, run_name: str, inputs: dict[str, Path], metrics: dict[str, float],
-                  artifacts: list[Path]) -> str:
+                  artifacts: list[Path], data_source: str | None = None) -> str:
     """One MLflow run for a stage that produces data rather than a model: its figures and reports."""
     mlflow_client = client()
-    with tracked_run(experiment, run_name, lineage_tags(inputs)) as run_id:
+    with tracked_run(experiment, run_name, lineage_tags(inputs, data_source)) as run_id:
         for key, value in metrics.items():
             mlflow_client.log_metric(run_id, key, float(value))
         for artifact in artifacts:
