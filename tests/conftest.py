@@ -22,8 +22,11 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 SHARED_MODELS = PROJECT_ROOT.parent / "shared" / "models"
 CATEGORY_MAPPING = PROJECT_ROOT / "config" / "category_mapping.yaml"
 
-# A pipeline small enough for seconds, not minutes: 6 genres, 160 covers, a tiny CLIP.
+# A pipeline small enough for seconds, not minutes: 6 genres, 160 covers, a tiny random-init CLIP (tests of the
+# towers model set clip.model=towers themselves).
 TINY_OVERRIDES = [
+    "clip.model=small",
+    "clip.weight_decay=0.1",
     "classifier.cv_folds=3",
     "classifier.random_forest_trees=20",
     "classifier.n_jobs=1",

@@ -118,10 +118,44 @@ class Tokens:
         return {"input_ids": torch.from_numpy(self.ids[index, :width]), "attention_mask": torch.from_numpy(mask.astype(np.int64))}
 
 
+@dataclass
+class TextFeatures:
+    """A locked text tower's features of every caption, computed once: training then runs only the text head."""
+
+    values: np.ndarray
+
+    @classmethod
+    @torch.inference_mode()
+    def encode(cls, bundle: ClipBundle, captions: list[str], batch_size: int = 256) -> TextFeatures:
+        bundle.model.eval()
+        parts = []
+        for start in tqdm(range(0, len(captions), batch_size), desc="text tower features", unit="batch",
+                          disable=len(captions) <= batch_size):
+            encoded = bundle.tokenizer(captions[start:start + batch_size], padding="longest", truncation=True,
+                                       max_length=bundle.max_text_tokens, return_tensors="pt")
+            parts.append(bundle.model.tower_text_features(encoded["input_ids"].to(bundle.device),
+                                                          encoded["attention_mask"].to(bundle.device)).float().cpu())
+        width = bundle.model.towers_config.text_feature_dim
+        return cls(torch.cat(parts).numpy() if parts else np.zeros((0, width), np.float32))
+
+    def batch(self, index: np.ndarray) -> dict[str, torch.Tensor]:
+        return {"text_features": torch.from_numpy(np.ascontiguousarray(self.values[index]))}
+
+
+CaptionInputs = Tokens | TextFeatures
+
+
+def caption_inputs(bundle: ClipBundle, captions: list[str]) -> CaptionInputs:
+    """What a batch carries for its captions: token ids, or a locked text tower's features."""
+    if getattr(bundle.model, "text_tower_locked", False):
+        return TextFeatures.encode(bundle, captions)
+    return Tokens.encode(bundle, captions)
+
+
 class PairBatches(Dataset):
     """Item i is batch i, whole: one gather per batch instead of a collate over single pairs."""
 
-    def __init__(self, pairs: PairSet, tokens: Tokens, index_batches: list[np.ndarray]) -> None:
+    def __init__(self, pairs: PairSet, tokens: CaptionInputs, index_batches: list[np.ndarray]) -> None:
         self.pairs, self.tokens, self.index_batches = pairs, tokens, index_batches
 
     def __len__(self) -> int:
@@ -132,7 +166,7 @@ class PairBatches(Dataset):
         return {"images": torch.from_numpy(self.pairs.pixels(index)), **self.tokens.batch(index)}
 
 
-def batch_loader(pairs: PairSet, tokens: Tokens, index_batches: list[np.ndarray], workers: int, pin: bool) -> DataLoader:
+def batch_loader(pairs: PairSet, tokens: CaptionInputs, index_batches: list[np.ndarray], workers: int, pin: bool) -> DataLoader:
     """Batches gathered by `workers` processes (0: in this one), `prefetch` ahead, pinned for async copies."""
     return DataLoader(PairBatches(pairs, tokens, index_batches), batch_size=None, shuffle=False, num_workers=workers,
                       pin_memory=pin, prefetch_factor=4 if workers else None)

@@ -22,12 +22,14 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.clip.data import load_images, split_frame, with_splits
 from tasks.clip.gallery import retrieval_gallery
-from tasks.clip.model import ClipBundle, embed_images, embed_texts, initial_bundle, load_saved_clip, pick_device
+from tasks.clip.model import SMALL, ClipBundle, embed_images, embed_texts, initial_bundle, load_saved_clip, pick_device
+from tasks.clip.shards import MANIFEST, CoverShards
+from tasks.clip.towers import TOWERS, embed_tower_features, reusable_features
 from tasks.inputs.taxonomy import readable_category
-from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
+from tasks.platform.errors import DataQualityError, ModelLoadError, UserError, require_inputs
 from tasks.platform.outputs import write_json
 from tasks.platform.registry import DATA_TAG_PREFIX, Promotion, champion_version, data_tags, keep_as_challenger, promote_if_better
-from tasks.platform.settings import EvaluateSettings, Settings
+from tasks.platform.settings import ClipSettings, EvaluateSettings, Settings
 from tasks.platform.tracking import client, ensure_tracking_reachable, lineage_tags, tracked_run
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,8 @@ def zero_shot_accuracy(bundle: ClipBundle, image_embeds: np.ndarray, categories:
     return float(np.mean([p in joined.split("|") for p, joined in zip(predicted, categories)]))
 
 
-def score_model(bundle: ClipBundle, images: np.ndarray, books: pd.DataFrame, cfg: EvaluateSettings) -> tuple[dict[str, float], np.ndarray]:
-    image_embeds = embed_images(bundle, images, cfg.batch_size)
+def score_model(bundle: ClipBundle, covers: TestCovers, books: pd.DataFrame, cfg: EvaluateSettings) -> tuple[dict[str, float], np.ndarray]:
+    image_embeds = covers.embeddings(bundle, cfg.batch_size)
     text_embeds = embed_texts(bundle, books["caption"].tolist(), cfg.batch_size)
     metrics = recall_at_k(image_embeds @ text_embeds.T, cfg.recall_k)
     metrics["zero_shot_category_accuracy"] = zero_shot_accuracy(bundle, image_embeds, books["categories"].tolist(), cfg.zero_shot_template)
@@ -98,9 +100,16 @@ def _champion_bundle(settings: Settings, device: str) -> ClipBundle:
 class TestCovers:
     """The test covers, decoded once per image size: a champion may see at another resolution."""
 
-    def __init__(self, books: pd.DataFrame) -> None:
+    def __init__(self, books: pd.DataFrame, tower_features: np.ndarray | None = None, feature_tower: str | None = None) -> None:
         self.paths = books["image_path"].tolist()
         self.by_size: dict[int, np.ndarray] = {}
+        self.tower_features, self.feature_tower = tower_features, feature_tower
+
+    def embeddings(self, bundle: ClipBundle, batch_size: int) -> np.ndarray:
+        """The covers embedded by `bundle`: from the shards' locked-tower features when they fit it, else from pixels."""
+        if self.tower_features is not None and reusable_features(bundle.model, self.feature_tower):
+            return embed_tower_features(bundle.model, self.tower_features)
+        return embed_images(bundle, self.at(bundle.image_size), batch_size)
 
     def at(self, size: int) -> np.ndarray:
         if size not in self.by_size:
@@ -109,6 +118,35 @@ class TestCovers:
                 raise DataQualityError(f"{(~ok).sum()} test covers no longer decode; rerun the validate stage")
             self.by_size[size] = images
         return self.by_size[size]
+
+
+def base_description(cfg: ClipSettings) -> str:
+    """What 'base' is, in words, beside its figures."""
+    if cfg.model == TOWERS:
+        return (f"the pretrained towers ({cfg.towers.image_tower}, {cfg.towers.text_tower}) with untrained projection "
+                f"heads (randomly initialised, seed {cfg.seed})")
+    if cfg.model == SMALL:
+        return f"the small CLIP architecture, randomly initialised (seed {cfg.seed})"
+    return f"{cfg.model} before fine-tuning"
+
+
+def chance_levels(test_books: int, ks: list[int]) -> dict[str, float]:
+    """Recall@k of a model that ranks at random: k / gallery size."""
+    return {f"R@{k}": round(min(1.0, k / max(1, test_books)), 6) for k in ks}
+
+
+def shard_features(folder: Path, labeled_covers: Path, books: pd.DataFrame) -> tuple[np.ndarray | None, str | None]:
+    """The shards' locked-tower features of `books` (by their `shard_row`), when the shards hold features of these
+    labeled covers and every one of the books decoded; else (None, None) and the covers are embedded from pixels."""
+    try:
+        shards = CoverShards.open(folder, int(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["image_size"]))
+    except (OSError, ValueError, KeyError, UserError):
+        return None, None
+    rows = shards.rows.iloc[books["shard_row"]]
+    if shards.features is None or len(shards.rows) != len(pd.read_parquet(labeled_covers, columns=["image_path"])) \
+            or rows["shard_error"].notna().any() or list(rows["image_path"]) != list(books["image_path"]):
+        return None, None
+    return np.asarray(shards.features[books["shard_row"].to_numpy()]), shards.feature_tower
 
 
 def _write_outputs(settings: Settings, report: dict[str, object], table: pd.DataFrame) -> None:
@@ -145,7 +183,7 @@ def _decide(settings: Settings, mlflow_client: MlflowClient, version: str, tuned
                                   f"champion v{current} {why}, so no comparison is known to be fair; "
                                   f"`bookcovers promote clip {version}` switches by hand")
     champion = _champion_bundle(settings, settings.clip.device)
-    reference = score_model(champion, covers.at(champion.image_size), books, cfg)[0][cfg.select_metric]
+    reference = score_model(champion, covers, books, cfg)[0][cfg.select_metric]
     return promote_if_better(mlflow_client, name, alias, version, tuned_score, reference, cfg.select_metric,
                              f"the same {len(books)} test books as v{current}")
 
@@ -155,14 +193,15 @@ def evaluate(settings: Settings) -> dict[str, object]:
     cfg, paths, registry = settings.evaluate, settings.paths, settings.mlflow
     require_inputs("evaluate", paths.labeled_covers, paths.clip_dir, paths.metrics_dir / "clip_train.json")
     ensure_tracking_reachable()
-    books = split_frame(with_splits(pd.read_parquet(paths.labeled_covers), settings.clip.val_fraction, settings.clip.test_fraction), "test")
+    labeled = pd.read_parquet(paths.labeled_covers).assign(shard_row=lambda frame: np.arange(len(frame)))
+    books = split_frame(with_splits(labeled, settings.clip.val_fraction, settings.clip.test_fraction), "test")
     trained = json.loads((paths.metrics_dir / "clip_train.json").read_text(encoding="utf-8"))
     device = pick_device(settings.clip.device)
     finetuned = load_saved_clip(paths.clip_dir, settings.clip.device)
     base = initial_bundle(settings.clip, None, paths.clip_dir, device)
-    covers = TestCovers(books)
-    base_metrics, base_embeds = score_model(base, covers.at(base.image_size), books, cfg)
-    tuned_metrics, tuned_embeds = score_model(finetuned, covers.at(finetuned.image_size), books, cfg)
+    covers = TestCovers(books, *shard_features(paths.cover_shards, paths.labeled_covers, books))
+    base_metrics, base_embeds = score_model(base, covers, books, cfg)
+    tuned_metrics, tuned_embeds = score_model(finetuned, covers, books, cfg)
     table = title_similarity_table({"base": base, "finetuned": finetuned}, {"base": base_embeds, "finetuned": tuned_embeds}, books, cfg.sample_covers)
     gallery = retrieval_gallery(paths.plots_dir / "clip_retrieval_gallery.png", books, {
         "base": (base, base_embeds, covers.at(base.image_size)),
@@ -173,8 +212,9 @@ def evaluate(settings: Settings) -> dict[str, object]:
     mlflow_client = client()
     promotion = _decide(settings, mlflow_client, trained["registered_version"], tuned_metrics[cfg.select_metric],
                         base_metrics[cfg.select_metric], books, covers)
-    report = {"test_books": len(books), "select_metric": cfg.select_metric, "base": base_metrics,
-              "finetuned": tuned_metrics, "registry": promotion.as_dict()}
+    report = {"test_books": len(books), "select_metric": cfg.select_metric, "base_model": base_description(settings.clip),
+              "chance": chance_levels(len(books), cfg.recall_k), "base": base_metrics, "finetuned": tuned_metrics,
+              "registry": promotion.as_dict()}
     _write_outputs(settings, report, table)
     tags = lineage_tags({"labeled_covers": paths.labeled_covers}, settings.data.source_label())
     with tracked_run(registry.experiment, "evaluate-clip", tags) as run_id:

@@ -47,9 +47,13 @@ from tasks.platform.tracking import (
 
 log = logging.getLogger(__name__)
 
-CLIP_PIP_REQUIREMENTS = ["torch", "transformers", "safetensors", "pillow", "numpy", "pandas", "mlflow"]
-def pair_set(books: pd.DataFrame, shards: CoverShards) -> PairSet:
-    return PairSet(shards.images, books["caption"].tolist(), books["shard_row"].to_numpy())
+CLIP_PIP_REQUIREMENTS = ["torch", "transformers", "safetensors", "pillow", "numpy", "pandas", "mlflow", "efficientnet-lite-pytorch"]
+def pair_set(books: pd.DataFrame, shards: CoverShards, bundle: ClipBundle) -> PairSet:
+    """Pairs over the shard's pixels, or over its precomputed features when the model's image tower is locked."""
+    images = shards.images
+    if getattr(bundle.model, "image_tower_locked", False):
+        images = shards.tower_features(bundle.model.towers_config.image_tower)
+    return PairSet(images, books["caption"].tolist(), books["shard_row"].to_numpy())
 
 
 # Knobs that change how fast training runs, never what it learns: a checkpoint resumes across them
@@ -140,7 +144,7 @@ def run_training(settings: Settings, run_id: str, context: DistContext) -> Train
     shards = CoverShards.open(paths.cover_shards, clip_image_size(cfg))
     train_books, val_books = training_splits(settings, shards)
     bundle = starting_bundle(settings, train_books["caption"].tolist(), context)
-    train_pairs, val_pairs = pair_set(train_books, shards), pair_set(val_books, shards)
+    train_pairs, val_pairs = pair_set(train_books, shards, bundle), pair_set(val_books, shards, bundle)
     if context.is_main:
         log.info("fine-tuning CLIP (%s) on %d x %s: %d train, %d val pairs", cfg.model, context.world_size, context.device,
                  len(train_pairs), len(val_pairs))

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from tasks.clip.checkpoints import Checkpointer, TrainState
-from tasks.clip.data import PairSet, Tokens, batch_loader
+from tasks.clip.data import CaptionInputs, PairSet, batch_loader, caption_inputs
 from tasks.clip.distributed import DistContext, barrier, broadcast_value
 from tasks.clip.loss import contrastive_loss
 from tasks.clip.model import ClipBundle, features, normalise_pixels
@@ -43,12 +43,18 @@ class ContrastiveClip(torch.nn.Module):
         self.register_buffer("mean", torch.tensor(bundle.processor.image_mean, device=bundle.device), persistent=False)
         self.register_buffer("std", torch.tensor(bundle.processor.image_std, device=bundle.device), persistent=False)
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        image = features(self.clip.get_image_features(pixel_values=normalise_pixels(images, self.mean, self.std)))
-        text = features(self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                text_features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`images` are uint8 pixels, or (2-D) a locked image tower's features; `text_features` a locked text tower's."""
+        if images.dim() == 2:
+            image = self.clip.project_image_features(images.float())
+        else:
+            image = features(self.clip.get_image_features(pixel_values=normalise_pixels(images, self.mean, self.std)))
+        if text_features is not None:
+            text = self.clip.project_text_features(text_features)
+        else:
+            text = features(self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
         return image, text, self.clip.logit_scale
-
 
 
 @dataclass
@@ -89,14 +95,14 @@ def rank_share(index_batches: list[np.ndarray], context: DistContext) -> list[np
 
 
 @torch.no_grad()
-def mean_loss(bundle: ClipBundle, pairs: PairSet, batch_size: int, tokens: Tokens | None = None, chunks: int = 1) -> float:
+def mean_loss(bundle: ClipBundle, pairs: PairSet, batch_size: int, tokens: CaptionInputs | None = None, chunks: int = 1) -> float:
     """Validation loss over in-order batches of the global batch size, in one process (comparable across device counts).
 
     Each batch is embedded in `chunks` pieces (devices x accumulation_steps: what one device was
     set to hold), then scored whole.
     """
     bundle.model.eval()
-    module, tokens = ContrastiveClip(bundle), tokens or Tokens.encode(bundle, pairs.captions)
+    module, tokens = ContrastiveClip(bundle), tokens or caption_inputs(bundle, pairs.captions)
     total, count = 0.0, 0
     for batch in batch_loader(pairs, tokens, batches(len(pairs), batch_size, None), 0, False):
         batch = to_device(batch, bundle.device)
@@ -199,6 +205,16 @@ def _ddp_of(engine: torch.nn.Module) -> torch.nn.Module:
     return getattr(engine, "_orig_mod", engine)
 
 
+def parameter_groups(model: torch.nn.Module, cfg: ClipSettings) -> list[dict[str, object]]:
+    """What the optimizer trains: heads (and a whole CLIP) at clip.learning_rate, unlocked tower layers at their own rate."""
+    trainable = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+    in_tower = [parameter for name, parameter in trainable if name.startswith(("image_tower.", "text_tower."))]
+    groups: list[dict[str, object]] = [{"params": [p for name, p in trainable if not name.startswith(("image_tower.", "text_tower."))]}]
+    if in_tower:
+        groups.append({"params": in_tower, "lr": cfg.towers.tower_learning_rate})
+    return groups
+
+
 def train(bundle: ClipBundle, train_pairs: PairSet, val_pairs: PairSet, cfg: ClipSettings, checkpointer: Checkpointer,
           on_epoch: Callable[[EpochRecord], None] = lambda record: None, mlflow_run_id: str | None = None,
           context: DistContext | None = None) -> tuple[list[EpochRecord], int]:
@@ -210,7 +226,7 @@ def train(bundle: ClipBundle, train_pairs: PairSet, val_pairs: PairSet, cfg: Cli
     calls `on_epoch` and writes checkpoints.
     """
     context = context or DistContext(0, 1, bundle.device)
-    optimizer = torch.optim.AdamW(bundle.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+    optimizer = torch.optim.AdamW(parameter_groups(bundle.model, cfg), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                   fused=bundle.device.type == "cuda")
     steps_per_epoch = len(batches(len(train_pairs), cfg.batch_size, np.random.default_rng(0)))
     total = max(1, steps_per_epoch * cfg.epochs)
@@ -220,7 +236,7 @@ def train(bundle: ClipBundle, train_pairs: PairSet, val_pairs: PairSet, cfg: Cli
     for group in optimizer.param_groups:  # a checkpoint made on CPU resumed on a GPU: fused there, whatever was saved
         group["fused"] = bundle.device.type == "cuda"
     engine, workers = training_engine(bundle, cfg, context), loader_workers(cfg, context)
-    train_tokens, val_tokens = Tokens.encode(bundle, train_pairs.captions), Tokens.encode(bundle, val_pairs.captions)
+    train_tokens, val_tokens = caption_inputs(bundle, train_pairs.captions), caption_inputs(bundle, val_pairs.captions)
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         if state.epoch_rng is None:
             state.epoch_rng = generator.bit_generator.state

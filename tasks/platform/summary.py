@@ -58,11 +58,16 @@ def _labeling(metrics: dict) -> list[str]:
 
 
 def _clip(metrics: dict) -> list[str]:
-    lines = [f"  test books: {metrics['test_books']}"]
+    chance = metrics.get("chance", {})
+    lines = [f"  test books: {metrics['test_books']} (the gallery each query ranks; chance "
+             + "/".join(f"{value:.3f}" for value in chance.values()) + f" at R@{'/'.join(k[2:] for k in chance)})" if chance
+             else f"  test books: {metrics['test_books']}"]
+    if metrics.get("base_model"):
+        lines.append(f"  base: {metrics['base_model']}")
     for direction in ("text_to_image", "image_to_text"):
         keys = sorted((k for k in metrics["base"] if k.startswith(direction)), key=lambda k: int(k.split("@")[1]))
-        before = "/".join(f"{metrics['base'][k]:.2f}" for k in keys)
-        after = "/".join(f"{metrics['finetuned'][k]:.2f}" for k in keys)
+        before = "/".join(f"{metrics['base'][k]:.3f}" for k in keys)
+        after = "/".join(f"{metrics['finetuned'][k]:.3f}" for k in keys)
         lines.append(f"  {direction} R@{'/'.join(k.split('@')[1] for k in keys)}: base {before} -> fine-tuned {after}")
     lines.append(f"  zero-shot category accuracy: base {metrics['base']['zero_shot_category_accuracy']:.3f} "
                  f"-> fine-tuned {metrics['finetuned']['zero_shot_category_accuracy']:.3f}")

@@ -24,8 +24,10 @@ from tqdm import tqdm
 
 from tasks.clip.data import load_images
 from tasks.clip.model import ClipBundle, embed_images, embed_texts, load_saved_clip
+from tasks.clip.shards import CoverShards
+from tasks.clip.towers import embed_tower_features, reusable_features
 from tasks.genre.labeling import make_captions
-from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
+from tasks.platform.errors import DataQualityError, ModelLoadError, UserError, require_inputs
 from tasks.platform.outputs import staged_folder, write_json
 from tasks.platform.registry import champion_version
 from tasks.platform.settings import MlflowSettings, Settings
@@ -71,6 +73,22 @@ def champion_clip_folder(settings: Settings, target: Path) -> dict[str, str | No
     return model
 
 
+def embed_from_shards(bundle: ClipBundle, settings: Settings, books: pd.DataFrame, captions: list[str],
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The covers' embeddings from the shards' locked-tower features (no decoding, no image tower), when they fit."""
+    try:
+        shards = CoverShards.open(settings.paths.cover_shards, bundle.image_size)
+    except UserError:
+        return None
+    if not reusable_features(bundle.model, shards.feature_tower) or list(shards.rows["image_path"]) != list(books["image_path"]):
+        return None
+    ok = shards.rows["shard_error"].isna().to_numpy()
+    log.info("embedding %d covers from the shards' %s features", int(ok.sum()), shards.feature_tower)
+    images = embed_tower_features(bundle.model, np.asarray(shards.features[np.flatnonzero(ok)]))
+    texts = embed_texts(bundle, [caption for caption, keep in zip(captions, ok) if keep])
+    return images, texts, ok
+
+
 def embed_in_chunks(bundle: ClipBundle, books: pd.DataFrame, captions: list[str], chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image rows, caption rows, mask of covers that decoded): decoded a chunk at a time to bound memory."""
     images, texts, masks = [], [], []
@@ -104,7 +122,7 @@ def _write_index(settings: Settings, books: pd.DataFrame, folder: Path) -> dict[
     model = champion_clip_folder(settings, folder / "clip")
     bundle = load_saved_clip(folder / "clip", settings.clip.device)
     captions = make_captions(books, settings.labeling.caption_template).tolist()
-    images, texts, ok = embed_in_chunks(bundle, books, captions)
+    images, texts, ok = embed_from_shards(bundle, settings, books, captions) or embed_in_chunks(bundle, books, captions)
     if not ok.any():
         raise DataQualityError(f"{settings.paths.labeled_covers}: no cover decodes any more; rerun the validate stage")
     kept = books.loc[ok, [c for c in BOOK_COLUMNS if c in books]].reset_index(drop=True)
