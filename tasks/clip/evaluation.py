@@ -23,10 +23,10 @@ from prefect.cache_policies import NO_CACHE
 from tasks.clip.data import load_images, split_frame, with_splits
 from tasks.clip.gallery import retrieval_gallery
 from tasks.clip.model import SMALL, ClipBundle, embed_images, embed_texts, initial_bundle, load_saved_clip, pick_device
-from tasks.clip.shards import MANIFEST, CoverShards
-from tasks.clip.towers import TOWERS, embed_tower_features, reusable_features
+from tasks.clip.shards import CoverShards, labeled_shards
+from tasks.clip.towers import TOWERS, embed_tower_features
 from tasks.inputs.taxonomy import readable_category
-from tasks.platform.errors import DataQualityError, ModelLoadError, UserError, require_inputs
+from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.platform.outputs import write_json
 from tasks.platform.registry import DATA_TAG_PREFIX, Promotion, champion_version, data_tags, keep_as_challenger, promote_if_better
 from tasks.platform.settings import ClipSettings, EvaluateSettings, Settings
@@ -100,15 +100,18 @@ def _champion_bundle(settings: Settings, device: str) -> ClipBundle:
 class TestCovers:
     """The test covers, decoded once per image size: a champion may see at another resolution."""
 
-    def __init__(self, books: pd.DataFrame, tower_features: np.ndarray | None = None, feature_tower: str | None = None) -> None:
+    def __init__(self, books: pd.DataFrame, shards: CoverShards | None = None) -> None:
+        """`shards`: the labeled covers' shard set; its tower features serve when every test cover decoded there."""
         self.paths = books["image_path"].tolist()
         self.by_size: dict[int, np.ndarray] = {}
-        self.tower_features, self.feature_tower = tower_features, feature_tower
+        rows = books["shard_row"].to_numpy() if shards is not None else None
+        self.shards = shards if shards is not None and shards.rows["shard_error"].iloc[rows].isna().all() else None
+        self.rows = rows
 
     def embeddings(self, bundle: ClipBundle, batch_size: int) -> np.ndarray:
         """The covers embedded by `bundle`: from the shards' locked-tower features when they fit it, else from pixels."""
-        if self.tower_features is not None and reusable_features(bundle.model, self.feature_tower):
-            return embed_tower_features(bundle.model, self.tower_features)
+        if self.shards is not None and self.shards.features_fit(bundle.model):
+            return embed_tower_features(bundle.model, self.shards.features[self.rows])
         return embed_images(bundle, self.at(bundle.image_size), batch_size)
 
     def at(self, size: int) -> np.ndarray:
@@ -133,20 +136,6 @@ def base_description(cfg: ClipSettings) -> str:
 def chance_levels(test_books: int, ks: list[int]) -> dict[str, float]:
     """Recall@k of a model that ranks at random: k / gallery size."""
     return {f"R@{k}": round(min(1.0, k / max(1, test_books)), 6) for k in ks}
-
-
-def shard_features(folder: Path, labeled_covers: Path, books: pd.DataFrame) -> tuple[np.ndarray | None, str | None]:
-    """The shards' locked-tower features of `books` (by their `shard_row`), when the shards hold features of these
-    labeled covers and every one of the books decoded; else (None, None) and the covers are embedded from pixels."""
-    try:
-        shards = CoverShards.open(folder, int(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["image_size"]))
-    except (OSError, ValueError, KeyError, UserError):
-        return None, None
-    rows = shards.rows.iloc[books["shard_row"]]
-    if shards.features is None or len(shards.rows) != len(pd.read_parquet(labeled_covers, columns=["image_path"])) \
-            or rows["shard_error"].notna().any() or list(rows["image_path"]) != list(books["image_path"]):
-        return None, None
-    return np.asarray(shards.features[books["shard_row"].to_numpy()]), shards.feature_tower
 
 
 def _write_outputs(settings: Settings, report: dict[str, object], table: pd.DataFrame) -> None:
@@ -199,7 +188,7 @@ def evaluate(settings: Settings) -> dict[str, object]:
     device = pick_device(settings.clip.device)
     finetuned = load_saved_clip(paths.clip_dir, settings.clip.device)
     base = initial_bundle(settings.clip, None, paths.clip_dir, device)
-    covers = TestCovers(books, *shard_features(paths.cover_shards, paths.labeled_covers, books))
+    covers = TestCovers(books, labeled_shards(paths.cover_shards, labeled["image_path"].tolist()))
     base_metrics, base_embeds = score_model(base, covers, books, cfg)
     tuned_metrics, tuned_embeds = score_model(finetuned, covers, books, cfg)
     table = title_similarity_table({"base": base, "finetuned": finetuned}, {"base": base_embeds, "finetuned": tuned_embeds}, books, cfg.sample_covers)

@@ -10,7 +10,6 @@ fine-tuned folder loads back through the same local-folder path.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from transformers import (
 from tasks.clip.towers import TOWERS, is_towers_folder, load_towers, new_towers, towers_processor
 from tasks.inputs.images import cover_rgb
 from tasks.platform.errors import ModelLoadError
+from tasks.platform.pretrained import hub_offline
 from tasks.platform.settings import ClipSettings, SmallClipSettings
 
 try:  # transformers 5: the PIL backend, which needs no torchvision (torchvision is not installed here).
@@ -62,11 +62,6 @@ class ClipBundle:
 def crop_height(processor: CLIPImageProcessor) -> int:
     crop = processor.crop_size
     return int(crop["height"] if isinstance(crop, dict) else getattr(crop, "height", crop))
-
-
-def hub_offline() -> bool:
-    """The project runs offline unless the user says otherwise with HF_HUB_OFFLINE=0."""
-    return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in ("0", "false", "no", "")
 
 
 def pick_device(requested: str) -> torch.device:

@@ -27,8 +27,8 @@ from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
 from tasks.clip.model import clip_image_size, load_cover
-from tasks.clip.towers import TOWERS
-from tasks.platform.errors import DataQualityError, InputFileError, require_inputs
+from tasks.clip.towers import TOWERS, reusable_features
+from tasks.platform.errors import DataQualityError, InputFileError, UserError, require_inputs
 from tasks.platform.outputs import staged_folder, write_json
 from tasks.platform.settings import Settings
 from tasks.platform.tracking import file_md5
@@ -50,15 +50,21 @@ class CoverShards:
     feature_tower: str | None = None
 
     @classmethod
-    def open(cls, folder: Path, image_size: int) -> CoverShards:
+    def open(cls, folder: Path, image_size: int | None) -> CoverShards:
+        """The shard set in `folder`, refused unless written at `image_size` (None: at whatever size it was)."""
         require_inputs("finetune_clip", folder / IMAGES, folder / ROWS, folder / MANIFEST)
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        image_size = manifest["image_size"] if image_size is None else image_size
         if manifest["image_size"] != image_size:
             raise DataQualityError(f"{folder} holds covers at {manifest['image_size']} px but the model takes {image_size} px; "
                                    "rerun the shard_covers stage (dvc repro does it when clip.model changes)")
         tower = (manifest.get("image_features") or {}).get("tower")
         features = np.load(folder / FEATURES, mmap_mode="r") if tower else None
         return cls(np.load(folder / IMAGES, mmap_mode="r"), pd.read_parquet(folder / ROWS), image_size, features, tower)
+
+    def features_fit(self, model: object) -> bool:
+        """Whether the precomputed features are exactly what `model`'s own image tower would compute."""
+        return self.features is not None and reusable_features(model, self.feature_tower, self.image_size)
 
     def tower_features(self, tower: str) -> np.ndarray:
         """The precomputed features of `tower`, refused when the shards hold another tower's (or none)."""
@@ -70,6 +76,18 @@ class CoverShards:
     def usable(self) -> pd.DataFrame:
         """The rows whose cover decoded, with `shard_row` pointing into `images`."""
         return self.rows[self.rows["shard_error"].isna()].reset_index(drop=True)
+
+
+def labeled_shards(folder: Path, image_paths: list[str]) -> CoverShards | None:
+    """The shard set written for exactly these labeled covers, in this order, with tower features; else None
+    (no shards, none with features, or shards of other labeled covers): callers then embed from pixels."""
+    try:
+        shards = CoverShards.open(folder, None)
+    except (OSError, ValueError, KeyError, UserError):
+        return None
+    if shards.features is None or list(shards.rows["image_path"]) != list(image_paths):
+        return None
+    return shards
 
 
 def _write_chunk(images_path: str, data_offset: int, size: int, start: int, paths: list[str]) -> list[str | None]:

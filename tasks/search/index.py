@@ -24,10 +24,10 @@ from tqdm import tqdm
 
 from tasks.clip.data import load_images
 from tasks.clip.model import ClipBundle, embed_images, embed_texts, load_saved_clip
-from tasks.clip.shards import CoverShards
-from tasks.clip.towers import embed_tower_features, reusable_features
+from tasks.clip.shards import labeled_shards
+from tasks.clip.towers import embed_tower_features
 from tasks.genre.labeling import make_captions
-from tasks.platform.errors import DataQualityError, ModelLoadError, UserError, require_inputs
+from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.platform.outputs import staged_folder, write_json
 from tasks.platform.registry import champion_version
 from tasks.platform.settings import MlflowSettings, Settings
@@ -76,11 +76,8 @@ def champion_clip_folder(settings: Settings, target: Path) -> dict[str, str | No
 def embed_from_shards(bundle: ClipBundle, settings: Settings, books: pd.DataFrame, captions: list[str],
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """The covers' embeddings from the shards' locked-tower features (no decoding, no image tower), when they fit."""
-    try:
-        shards = CoverShards.open(settings.paths.cover_shards, bundle.image_size)
-    except UserError:
-        return None
-    if not reusable_features(bundle.model, shards.feature_tower) or list(shards.rows["image_path"]) != list(books["image_path"]):
+    shards = labeled_shards(settings.paths.cover_shards, books["image_path"].tolist())
+    if shards is None or not shards.features_fit(bundle.model):
         return None
     ok = shards.rows["shard_error"].isna().to_numpy()
     log.info("embedding %d covers from the shards' %s features", int(ok.sum()), shards.feature_tower)
