@@ -14,7 +14,7 @@ def test_params_yaml_matches_the_typed_defaults() -> None:
 
 
 def test_overrides_are_typed_like_the_field(tmp_path: Path) -> None:
-    settings = load_settings(tmp_path / "absent.yaml", ["clip.epochs=2", "data.root=../shared/data", "clip.small.layers=3"])
+    settings = load_settings(tmp_path / "params.yaml", ["clip.epochs=2", "data.root=../shared/data", "clip.small.layers=3"])
     assert settings.clip.epochs == 2
     assert settings.data.root == Path("../shared/data")
     assert settings.clip.small.layers == 3
@@ -22,22 +22,22 @@ def test_overrides_are_typed_like_the_field(tmp_path: Path) -> None:
 
 def test_unknown_key_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="clip.epoch"):
-        load_settings(tmp_path / "absent.yaml", ["clip.epoch=2"])
+        load_settings(tmp_path / "params.yaml", ["clip.epoch=2"])
 
 
 def test_override_without_equals_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="section.key=value"):
-        load_settings(tmp_path / "absent.yaml", ["clip.epochs"])
+        load_settings(tmp_path / "params.yaml", ["clip.epochs"])
 
 
 def test_out_of_range_value_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="max_quarantine_fraction"):
-        load_settings(tmp_path / "absent.yaml", ["validate.max_quarantine_fraction=1.5"])
+        load_settings(tmp_path / "params.yaml", ["validate.max_quarantine_fraction=1.5"])
 
 
 def test_caption_template_with_unknown_field_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="caption_template"):
-        load_settings(tmp_path / "absent.yaml", ["labeling.caption_template={title} ({year})"])
+        load_settings(tmp_path / "params.yaml", ["labeling.caption_template={title} ({year})"])
 
 
 def test_params_file_that_is_not_a_mapping(tmp_path: Path) -> None:
@@ -56,4 +56,10 @@ def test_params_file_that_is_not_a_mapping(tmp_path: Path) -> None:
 ])
 def test_settings_that_would_fail_late_fail_at_load(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
-        load_settings(tmp_path / "absent.yaml", [override])
+        load_settings(tmp_path / "params.yaml", [override])
+
+
+def test_a_params_file_named_on_purpose_must_exist(tmp_path: Path) -> None:
+    """Only params.yaml may be absent (all defaults); another name that does not exist is a typo."""
+    with pytest.raises(SettingsError, match="params file .*typo.yaml does not exist"):
+        load_settings(tmp_path / "typo.yaml")

@@ -7,6 +7,7 @@ Command-line overrides use DVC's `section.key=value` spelling; values parse as Y
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -274,7 +275,8 @@ class Settings(Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-def _apply_override(tree: dict[str, Any], override: str) -> None:
+def _apply_override(tree: dict[str, Any], override: str) -> tuple[str, ...]:
+    """Write one `section.key=value` into the params tree; returns the key path it set."""
     key, sep, raw_value = override.partition("=")
     if not sep or not key.strip():
         raise SettingsError(f"override {override!r} must read section.key=value, e.g. clip.epochs=2")
@@ -286,6 +288,7 @@ def _apply_override(tree: dict[str, Any], override: str) -> None:
             raise SettingsError(f"override {override!r}: {part!r} is a value, not a section")
         node = child
     node[parts[-1]] = _parse_value(raw_value)
+    return tuple(parts)
 
 
 def _parse_value(raw_value: str) -> Any:
@@ -299,7 +302,11 @@ def _parse_value(raw_value: str) -> Any:
 
 
 def load_settings(params_file: Path | str = DEFAULT_PARAMS_FILE, overrides: list[str] | None = None) -> Settings:
-    """Read params.yaml (absent means all defaults), apply overrides, validate everything."""
+    """Read params.yaml (absent means all defaults; another file must exist), apply overrides, validate everything.
+
+    An error names where the bad value came from (the file, or the override as typed) and, for an
+    unknown key, the section's valid keys with the closest match first.
+    """
     path = Path(params_file)
     tree: dict[str, Any] = {}
     if path.exists():
@@ -309,12 +316,36 @@ def load_settings(params_file: Path | str = DEFAULT_PARAMS_FILE, overrides: list
             raise SettingsError(f"{path} is not valid YAML: {error}") from error
         if not isinstance(tree, dict):
             raise SettingsError(f"{path} must hold one mapping of sections, got {type(tree).__name__}")
+    elif path.name != DEFAULT_PARAMS_FILE.name:
+        raise SettingsError(f"params file {path} does not exist (from here: {path.resolve()})")
+    typed: dict[tuple[str, ...], str] = {}
     for override in overrides or []:
-        _apply_override(tree, override)
+        typed[_apply_override(tree, override)] = override.strip()
     try:
         return Settings.model_validate(tree)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        raise SettingsError(f"{path}: {problems}") from error
+        raise SettingsError("; ".join(_explain(e, path, typed) for e in error.errors())) from error
+
+
+def _explain(problem: Any, path: Path, typed: dict[tuple[str, ...], str]) -> str:
+    loc = tuple(str(part) for part in problem["loc"])
+    source = next((f"override {override}" for key, override in typed.items()
+                   if loc[:len(key)] == key or key[:len(loc)] == loc), str(path))
+    if problem["type"] != "extra_forbidden":
+        return f"{source}: {'.'.join(loc)}: {problem['msg']}"
+    valid = _valid_keys(loc[:-1])
+    closest = difflib.get_close_matches(loc[-1], valid, n=1)
+    hint = f"did you mean {'.'.join((*loc[:-1], closest[0]))}? " if closest else ""
+    where = ".".join(loc[:-1]) or "the top level"
+    return f"{source}: unknown key {'.'.join(loc)}; {hint}valid keys of {where}: {', '.join(valid)}"
+
+
+def _valid_keys(section: tuple[str, ...]) -> list[str]:
+    """The keys params.yaml may hold at `section` (a path of section names), as spelt in the file."""
+    model: Any = Settings
+    for name in section:
+        field = next((f for key, f in model.model_fields.items() if name in (key, f.alias)), None)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return [field.alias or key for key, field in model.model_fields.items()]
