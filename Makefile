@@ -42,8 +42,8 @@ repro: init ## the same stages through DVC (reruns only what changed)
 summary: setup
 	$(BIN)/bookcovers summary
 
-test: init ## the whole suite (no GPU, no internet); the browser test is skipped where Chromium cannot be installed
-	-@timeout 180 $(MAKE) --no-print-directory browser >/dev/null 2>&1 || echo "note: Chromium is not installed and could not be; the search page's browser test will be skipped"
+test: init ## the whole suite (no GPU, no internet); the browser tests run once `make browser` has installed Chromium
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || echo "note: Chromium is not installed, so the browser tests (search page, plots report) are skipped; \`make browser\` installs it (apt, as root or with sudo)"
 	$(PY) -m pytest
 
 test-fast: init ## everything but the end-to-end runs
@@ -67,7 +67,7 @@ bench-clip: setup ## CLIP fine-tuning pairs/s, speed-up over the naive recipe, M
 search-page: setup ## the cover search page on http://127.0.0.1:8000 (after make run)
 	$(BIN)/bookcovers serve
 
-browser: ## Debian's headless Chromium + driver, for the search page's browser test (needs root or sudo)
+browser: ## Debian's headless Chromium + driver for the browser tests; installs ~115 packages as root (or sudo), so only on request
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { $$( [ "$$(id -u)" = 0 ] || echo sudo -n ) apt-get install -y -q chromium chromium-driver; }
 
