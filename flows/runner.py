@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tasks.platform.errors import UserError
@@ -42,6 +44,28 @@ def data_root_exists(settings: Settings) -> None:
     settings.data.source_root()
 
 
+@contextmanager
+def project_servers_if_up() -> Iterator[None]:
+    """Send this run to the servers `make ui` started, when they are up, so their UIs show it; else Prefect's
+    temporary server and the project's mlflow.db, as before."""
+    from flows.ui import OPT_OUT, project_servers
+
+    servers = project_servers()
+    if servers is None:
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    print(f"runs go to the project's servers (make ui): Prefect {servers.prefect_api}, MLflow {servers.mlflow}; "
+          f"{OPT_OUT}=0 keeps them out", file=sys.stderr)
+    os.environ["MLFLOW_TRACKING_URI"] = servers.mlflow
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: servers.prefect_api}):
+            yield
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 def run_flow(flow: Callable[..., Any], argv: list[str] | None = None, report: Callable[[Settings], str] | None = None,
              check: Callable[[Settings], object] | None = None) -> Any:
     """Run `flow` from the command line and print `report` after it; exit 2 with one clear line on a user error.
@@ -59,8 +83,9 @@ def run_flow(flow: Callable[..., Any], argv: list[str] | None = None, report: Ca
         settings = load_settings(args.params, args.overrides)  # a bad param fails here, before a flow run exists
         if check is not None:
             check(settings)
-        follow_project_folder(tracking_uri())  # a copied or moved project reads and writes its own artefacts
-        result = flow(params_file=args.params, overrides=args.overrides)
+        with project_servers_if_up():
+            follow_project_folder(tracking_uri())  # a copied or moved project reads and writes its own artefacts
+            result = flow(params_file=args.params, overrides=args.overrides)
         if report is not None:
             print(report(load_settings(args.params, args.overrides)))
         return result

@@ -3,12 +3,18 @@ MLflow server, in the background on 127.0.0.1, with PID files and logs under `.u
 
 `stop` stops exactly the processes this started (their PID files, checked against the command
 they run), each with its whole process group, so nothing is left listening.
+
+While they are up, `bookcovers run`, `bookcovers stage` and `python -m flows.<stage>` send their runs
+to them (`.ui/servers.json` says where), so the UIs show every run; an explicit PREFECT_API_URL or
+MLFLOW_TRACKING_URI wins, and BOOKCOVERS_USE_UI_SERVERS=0 keeps runs on a temporary server and mlflow.db.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import socket
 import signal
 import subprocess
 import sys
@@ -19,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 UI_DIR = Path(".ui")
+SERVERS_FILE = UI_DIR / "servers.json"
+OPT_OUT = "BOOKCOVERS_USE_UI_SERVERS"
 
 
 @dataclass(frozen=True)
@@ -30,19 +38,48 @@ class Service:
     expected: int | None = None  # for the deployments: ready once the server lists this many
 
 
+def reachable_host(host: str) -> str:
+    """The address a browser (and a client) uses for a server bound to `host`: a wildcard is no address."""
+    return socket.getfqdn() if host in ("0.0.0.0", "::", "") else host
+
+
 def services(host: str, prefect_port: int, mlflow_port: int) -> list[Service]:
     bin_dir = Path(sys.executable).parent
-    prefect_api = f"http://{host}:{prefect_port}/api"
-    tracking = f"http://{host}:{mlflow_port}"
+    prefect_api = f"http://{reachable_host(host)}:{prefect_port}/api"
+    tracking = f"http://{reachable_host(host)}:{mlflow_port}"
     prefect_home = {"PREFECT_HOME": str((UI_DIR / "prefect-home").resolve())}
+    # The UI's page calls the API at PREFECT_UI_API_URL, which otherwise stays at :4200 whatever --port says.
+    prefect_server = {**prefect_home, "PREFECT_UI_API_URL": prefect_api, "PREFECT_SERVER_API_PORT": str(prefect_port)}
+    # A run started from the UI calls `dvc` (and the stages' torchrun) from this venv, whatever PATH make was given.
+    venv_path = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     return [
         Service("prefect", [str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", str(prefect_port)],
-                f"{prefect_api}/health", prefect_home),
+                f"{prefect_api}/health", prefect_server),
         Service("mlflow", [str(bin_dir / "mlflow"), "server", "--host", host, "--port", str(mlflow_port),
                            "--backend-store-uri", "sqlite:///mlflow.db", "--workers", "1"], f"{tracking}/health", {}),
         Service("deployments", [sys.executable, "-m", "flows.deployments"], f"{prefect_api}/deployments/count",
-                {**prefect_home, "PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": tracking}, expected=len(deployment_names())),
+                {**prefect_home, **venv_path, "PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": tracking},
+                expected=len(deployment_names())),
     ]
+
+
+@dataclass(frozen=True)
+class ProjectServers:
+    prefect_api: str
+    mlflow: str
+
+
+def project_servers() -> ProjectServers | None:
+    """The servers `make ui` started for this project folder, when they answer and nothing else was chosen."""
+    if os.environ.get(OPT_OUT, "1") == "0" or "PREFECT_API_URL" in os.environ or "MLFLOW_TRACKING_URI" in os.environ:
+        return None
+    try:
+        recorded = json.loads(SERVERS_FILE.read_text())
+        servers = ProjectServers(recorded["prefect_api"], recorded["mlflow"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    probes = (Service("prefect", [], f"{servers.prefect_api}/health", {}), Service("mlflow", [], f"{servers.mlflow}/health", {}))
+    return servers if all(answers(probe) for probe in probes) else None
 
 
 def pid_file(name: str) -> Path:
@@ -104,11 +141,16 @@ def start(host: str, prefect_port: int, mlflow_port: int, wait_seconds: float) -
             raise SystemExit(f"error: {service.name} was not ready ({service.health_url}) within {wait_seconds:.0f} s; "
                              f"see {UI_DIR / (service.name + '.log')}, then `make ui-stop`")
         print(f"{service.name}: pid {process.pid}, ready")
-    print(f"Prefect UI http://{host}:{prefect_port}   MLflow UI http://{host}:{mlflow_port}   logs {UI_DIR}/")
-    print(f"to run against them: export PREFECT_API_URL=http://{host}:{prefect_port}/api MLFLOW_TRACKING_URI=http://{host}:{mlflow_port}")
+    address = reachable_host(host)
+    SERVERS_FILE.write_text(json.dumps({"prefect_api": f"http://{address}:{prefect_port}/api",
+                                        "mlflow": f"http://{address}:{mlflow_port}"}))
+    print(f"Prefect UI http://{address}:{prefect_port}   MLflow UI http://{address}:{mlflow_port}   logs {UI_DIR}/")
+    print(f"runs started here (bookcovers run, make run, python -m flows.<stage>) now go to these servers; "
+          f"{OPT_OUT}=0 keeps a run on a temporary server and mlflow.db")
 
 
 def stop(grace_seconds: float = 10.0) -> None:
+    SERVERS_FILE.unlink(missing_ok=True)
     for name in ("deployments", "mlflow", "prefect"):
         pid = running_pid(name)
         if pid is None:
@@ -141,8 +183,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `bookcovers ui` and `python -m flows.ui`: one definition for both."""
     parser.add_argument("action", choices=["start", "stop"], help="start the servers in the background, or stop them")
     parser.add_argument("--host", default="127.0.0.1", help="address the servers bind (default: this machine only)")
-    parser.add_argument("--prefect-port", type=int, default=4200)
-    parser.add_argument("--mlflow-port", type=int, default=5000)
+    parser.add_argument("--prefect-port", type=int, default=4200, help="the Prefect UI and API port (default 4200)")
+    parser.add_argument("--mlflow-port", type=int, default=5000, help="the MLflow UI and tracking port (default 5000)")
     parser.add_argument("--wait", type=float, default=90.0, help="seconds to wait for each server to answer")
 
 
@@ -154,7 +196,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m flows.ui", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.ui", description=" ".join(__doc__.split("\n\n")[0].split()))
     add_arguments(parser)
     run(parser.parse_args(argv))
 

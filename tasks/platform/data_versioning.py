@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from prefect import task
@@ -30,7 +31,9 @@ def in_dvc_repo(root: Path = Path(".")) -> bool:
 
 
 def dvc_executable() -> str | None:
-    return shutil.which("dvc")
+    """This environment's own `dvc` first: a run started from the Prefect UI may have a PATH without the venv."""
+    beside_python = Path(sys.executable).parent / "dvc"
+    return str(beside_python) if beside_python.is_file() else shutil.which("dvc")
 
 
 def dvc_record_blocker(overrides: list[str], params_file: str, enabled: bool, data_root_missing: bool) -> str | None:
@@ -77,9 +80,9 @@ def record_outputs_in_dvc(overrides: list[str], params_file: str = "params.yaml"
     blocker = dvc_record_blocker(overrides, params_file, enabled, data_root_missing)
     executable = dvc_executable()
     if blocker is None and executable is None:
-        blocker = "not a DVC repository"
+        blocker = "no dvc executable beside this Python or on PATH"
     if blocker is not None:
-        if blocker != "not a DVC repository":
+        if blocker != "not a DVC repository":  # the one case that is no news: a project used without DVC
             log.warning("not recording outputs in dvc.lock: %s; `dvc repro` will rerun the stages", blocker)
         return f"skipped: {blocker}"
     result = subprocess.run([executable, "commit", "--force"], capture_output=True, text=True)
