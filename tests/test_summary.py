@@ -20,7 +20,8 @@ def test_each_stage_is_a_row_with_its_figures_and_run() -> None:
     assert "listing rows in 10; kept 8; quarantined 2" in rows["validate-clean"]
     assert "[abcdef01](http://127.0.0.1:5000/#/experiments/7/runs/abcdef0123456789)" in rows["validate-clean"]
     assert "selected linear_svm; test balanced accuracy 0.5753" in rows["train-classifier"] and "promoted True" in rows["train-classifier"]
-    assert "covers indexed 5; CLIP version 2" in rows["index-covers"] and rows["index-covers"].endswith("| – |")
+    assert "covers indexed 5; CLIP version 2" in rows["index-covers"] and rows["index-covers"].split("|")[2].strip() == "–"
+    assert table.splitlines()[2] == "| stage | MLflow run | key figures |"  # the link before the long column
     assert "skipped: params overridden" in rows["dvc"]
 
 
@@ -35,6 +36,35 @@ def test_the_registry_lines_say_when_there_is_no_champion_yet() -> None:
 
     kept = {"registered_version": "1", "promoted": False, "champion_version": "none"}
     promoted = {"registered_version": "2", "promoted": True, "champion_version": "2"}
-    lines = _registry(Settings(), {"registry": promoted}, {"registry": kept})
+    lines = _registry(Settings(), {"registry": promoted}, {"registry": kept},
+                      {"book-genre-classifier": "2", "book-cover-clip": None})
     assert lines == ["  book-genre-classifier: v2 promoted; @champion = v2",
                      "  book-cover-clip: v1 kept as challenger; @champion = none yet"]
+    unreadable = _registry(Settings(), {"registry": promoted}, {}, None)
+    assert unreadable == ["  book-genre-classifier: v2 promoted; @champion = v2 (as the run recorded it; the registry cannot be read now)"]
+
+
+def test_the_summary_reads_the_champion_from_the_registry_not_from_the_run_record(project_dir) -> None:
+    """The run recorded "@champion = v1"; the alias has since gone (or never stuck): the registry wins."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from tasks.platform.settings import Settings
+    from tasks.platform.summary import render_summary
+
+    settings = Settings()
+    settings.paths.metrics_dir.mkdir(parents=True)
+    recorded = {"registered_version": "1", "promoted": False, "champion_version": "1", "reason": "not better"}
+    (settings.paths.metrics_dir / "clip.json").write_text(json.dumps({"registry": recorded, "test_books": 3, "base": {"zero_shot_category_accuracy": 0.1},
+                                                                       "finetuned": {"zero_shot_category_accuracy": 0.1}}))
+    summary = render_summary(settings)
+    assert "book-cover-clip: v1 kept as challenger; @champion = none yet" in summary
+    assert not (project_dir / "mlflow.db").exists()  # reading the registry created no store
+
+    store = MlflowClient(tracking_uri=f"sqlite:///{project_dir / 'mlflow.db'}")
+    store.create_registered_model("book-cover-clip")
+    for _ in range(2):
+        store.create_model_version("book-cover-clip", source=str(project_dir))
+    store.set_registered_model_alias("book-cover-clip", "champion", "2")
+    assert "book-cover-clip: v1 kept as challenger; @champion = v2" in render_summary(settings)

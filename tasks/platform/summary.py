@@ -74,17 +74,48 @@ def _clip(metrics: dict) -> list[str]:
     return lines
 
 
-def _registry(settings: Settings, classifier: dict, clip: dict) -> list[str]:
+def _registry(settings: Settings, classifier: dict, clip: dict, champions: dict[str, str | None] | None) -> list[str]:
+    """Each model's last verdict as the run recorded it, and its champion as the registry holds it now
+    (`champions`; None where the registry could not be read, then the run's record, said as such)."""
     lines = []
+    alias = settings.mlflow.champion_alias
     for name, registry in ((settings.mlflow.classifier_model_name, classifier.get("registry")),
                            (settings.mlflow.clip_model_name, clip.get("registry"))):
-        if registry:
-            verdict = "promoted" if registry["promoted"] else "kept as challenger"
-            champion = "none yet" if registry["champion_version"] in (None, "none") else f"v{registry['champion_version']}"
-            lines.append(f"  {name}: v{registry['registered_version']} {verdict}; @{settings.mlflow.champion_alias} = {champion}")
-            if not registry["promoted"] and registry.get("reason"):
-                lines.append(f"    why: {registry['reason']}")
+        if not registry:
+            continue
+        verdict = "promoted" if registry["promoted"] else "kept as challenger"
+        if champions is None:
+            recorded = registry["champion_version"]
+            champion = ("none yet" if recorded in (None, "none") else f"v{recorded}") + " (as the run recorded it; the registry cannot be read now)"
+        else:
+            champion = "none yet" if champions.get(name) is None else f"v{champions[name]}"
+        lines.append(f"  {name}: v{registry['registered_version']} {verdict}; @{alias} = {champion}")
+        if not registry["promoted"] and registry.get("reason"):
+            lines.append(f"    why: {registry['reason']}")
     return lines
+
+
+def registry_champions(settings: Settings) -> dict[str, str | None] | None:
+    """Each model's @champion version in the registry now; None when the registry cannot be read.
+
+    A project with no local store yet has no champions (and reading must not create one)."""
+    from tasks.platform.tracking import tracking_uri
+
+    uri = tracking_uri()
+    names = (settings.mlflow.classifier_model_name, settings.mlflow.clip_model_name)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return dict.fromkeys(names)
+    from mlflow.exceptions import MlflowException
+
+    from tasks.platform.registry import champion_version
+    from tasks.platform.tracking import client
+
+    try:
+        store = client()
+        store.search_registered_models(max_results=1)  # reachable at all? (an alias lookup error would read as "no champion")
+        return {name: champion_version(store, name, settings.mlflow.champion_alias) for name in names}
+    except (MlflowException, OSError):
+        return None
 
 
 def record_run(path: Path, data_source: str, results: dict[str, object]) -> None:
@@ -94,7 +125,8 @@ def record_run(path: Path, data_source: str, results: dict[str, object]) -> None
     write_json(path, {"data_source": data_source, "stages": stages, "dvc": results.get("dvc")})
 
 
-def render_summary(settings: Settings) -> str:
+def render_summary(settings: Settings, champions: dict[str, str | None] | None = None) -> str:
+    """The summary from metrics/; the champions from the registry (read here unless given)."""
     folder = settings.paths.metrics_dir
     validation, classifier = _read(folder / "validation.json"), _read(folder / "classifier.json")
     labeling, clip = _read(folder / "labeling.json"), _read(folder / "clip.json")
@@ -103,7 +135,8 @@ def render_summary(settings: Settings) -> str:
                 ("Classifier", _classifier(classifier) if classifier else []),
                 ("Labeling", _labeling(labeling) if labeling else []),
                 ("CLIP recall@k", _clip(clip) if clip else []),
-                ("MLflow registry", _registry(settings, classifier, clip))]
+                ("MLflow registry", _registry(settings, classifier, clip,
+                                              champions if champions is not None else registry_champions(settings)))]
     return "\n".join(f"{title}:\n" + "\n".join(lines) for title, lines in sections if lines)
 
 
@@ -146,14 +179,15 @@ def mlflow_run_link(run_id: str | None, tracking_uri: str, experiment_id: str | 
 
 def stage_table_markdown(results: dict[str, dict], tracking_uri: str, experiment_id: str | None) -> str:
     """The Prefect artifact of a pipeline run: each stage's key figures and its MLflow run."""
-    lines = ["# Pipeline run", "", "| stage | key figures | MLflow run |", "|---|---|---|"]
+    # The run link comes before the figures: a long last column is what a narrow artifact page cuts off.
+    lines = ["# Pipeline run", "", "| stage | MLflow run | key figures |", "|---|---|---|"]
     for stage, result in results.items():
         if not isinstance(result, dict):
-            lines.append(f"| {stage} | {result} | – |")
+            lines.append(f"| {stage} | – | {result} |")
             continue
         if result.get("skipped"):
-            lines.append(f"| {stage} | {SKIPPED} (inputs, params and code as in dvc.lock) | – |")
+            lines.append(f"| {stage} | – | {SKIPPED} (inputs, params and code as in dvc.lock) |")
             continue
         figures = "; ".join(f"{label} {_figure(result, path)}" for label, path in STAGE_FIGURES.get(stage, []))
-        lines.append(f"| {stage} | {figures or '–'} | {mlflow_run_link(result.get('mlflow_run_id'), tracking_uri, experiment_id)} |")
+        lines.append(f"| {stage} | {mlflow_run_link(result.get('mlflow_run_id'), tracking_uri, experiment_id)} | {figures or '–'} |")
     return "\n".join(lines) + "\n"
