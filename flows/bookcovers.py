@@ -33,7 +33,8 @@ COMMANDS_HELP = {
            "metrics/, plots/, MLflow runs and registry versions, and commits the outputs to DVC",
     "stage": "run one stage as its own Prefect flow, as `dvc repro` does; writes that stage's DVC outputs",
     "search": "print the covers closest to a title (within its predicted or a chosen genre), or a cover's genre and the "
-              "closest titles; reads the cover index (loads both champions: ~30 s cold, the page stays warm)",
+              "closest titles; reads the cover index. Each call loads both champions first (tens of seconds on 2 CPU "
+              "cores); for many queries use `bookcovers serve`, which loads them once",
     "serve": "serve the search page on http://HOST:PORT (default 127.0.0.1:8000); reads the cover index",
     "ui": "start or stop the Prefect server, the deployments' process and the MLflow server in the background; "
           "PID files and logs in .ui/",
@@ -117,6 +118,8 @@ def print_search(args: argparse.Namespace, search) -> None:  # noqa: ANN001  Cov
     else:
         result = search.by_title(args.title, args.genre, args.k)
         how = "chosen" if result.genre_probability is None else f"predicted, p = {result.genre_probability:.2f}"
+        if result.low_confidence:
+            how += ": low confidence, a guess; --genre searches within the genre you choose"
         print(f"genre: {result.genre} ({how})")
     for rank, hit in enumerate(result.hits, start=1):
         print(f"{rank:3d}. {hit.score:.3f}  {hit.title} — {hit.author or 'unknown author'} [{hit.genre}]  {hit.image_path}")

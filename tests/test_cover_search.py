@@ -25,11 +25,12 @@ GENRES = ["Travel", "History", "Romance"]
 
 
 class FixedGenre:
-    """Stands in for the champion classifier: the first word of the title decides."""
+    """Stands in for the champion classifier: the first word of the title decides; "Xq..." is nonsense, a guess."""
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         genre = ["Travel" if t.lower().startswith("paris") else "History" for t in frame["title"]]
-        return pd.DataFrame({"genre": genre, "probability": [0.75] * len(frame)})
+        probability = [0.13 if t.lower().startswith("xq") else 0.75 for t in frame["title"]]
+        return pd.DataFrame({"genre": genre, "probability": probability})
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def index(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
 
 @pytest.fixture(scope="module")
 def search(index: Path) -> CoverSearch:
-    return CoverSearch(index, FixedGenre(), "a book cover of {category}")
+    return CoverSearch(index, FixedGenre(), "a book cover of {category}", low_confidence_below=0.3)
 
 
 def png(color: str = "red", size: tuple[int, int] = (40, 60)) -> bytes:
@@ -117,7 +118,8 @@ def test_the_page_and_its_api(search: CoverSearch) -> None:
     assert page.status_code == 200 and 'id="by-title"' in page.text and 'id="cover"' in page.text
     assert app.get("/api/genres").json() == sorted(GENRES)
     found = app.get("/api/search", params={"title": "Paris in spring", "k": 3}).json()
-    assert found["genre"] == "Travel" and len(found["hits"]) == 3
+    assert found["genre"] == "Travel" and len(found["hits"]) == 3 and found["low_confidence"] is False
+    assert app.get("/api/search", params={"title": "Xqzzv blorp"}).json()["low_confidence"] is True
     image = app.get(f"/cover/{found['hits'][0]['row']}")
     assert image.status_code == 200 and Image.open(io.BytesIO(image.content)).size[0] > 0
     refused = app.get("/api/search", params={"title": ""})
@@ -140,6 +142,15 @@ def test_the_command_line_prints_the_genre_and_ranked_covers(search: CoverSearch
     print_search(parser().parse_args(["search", "--cover", str(cover), "-k", "2"]), search)
     out = capsys.readouterr().out
     assert out.startswith("genre (zero-shot): ") and "closest titles:" in out
+    print_search(parser().parse_args(["search", "Xqzzv blorp", "-k", "1"]), search)
+    assert capsys.readouterr().out.splitlines()[0] == ("genre: History (predicted, p = 0.13: low confidence, a guess; "
+                                                       "--genre searches within the genre you choose)")
+
+
+def test_only_a_predicted_genre_under_the_threshold_is_a_guess(search: CoverSearch) -> None:
+    assert search.by_title("Xqzzv blorp").low_confidence
+    assert not search.by_title("Paris in spring").low_confidence
+    assert not search.by_title("Xqzzv blorp", genre="Travel").low_confidence  # a chosen genre is nobody's guess
 
 
 def test_a_missing_index_is_a_clear_error(tmp_path: Path) -> None:

@@ -35,7 +35,8 @@ def page_url(index: Path) -> Iterator[str]:  # noqa: F811
     from tasks.search.engine import CoverSearch
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(CoverSearch(index, FixedGenre(), "a book cover of {category}")),
+    server = uvicorn.Server(uvicorn.Config(create_app(CoverSearch(index, FixedGenre(), "a book cover of {category}",
+                                                                              low_confidence_below=0.3)),
                                            host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -80,3 +81,27 @@ def test_a_title_typed_in_the_page_shows_its_genre_and_covers(page_url: str, bro
     browser.find_element(By.ID, "search").click()
     wait.until(lambda b: b.find_element(By.ID, "message").text == "type a book title to search for")
     assert browser.find_elements(By.CSS_SELECTOR, "#results img.cover") == []
+
+    browser.find_element(By.ID, "title").send_keys("Xqzzv blorp")
+    browser.find_element(By.ID, "search").click()
+    wait.until(lambda b: "low confidence" in b.find_element(By.ID, "genre").text)
+    assert browser.find_element(By.ID, "genre").get_attribute("class") == "guess"
+
+
+def test_an_uploaded_cover_is_shown_beside_its_genre_and_closest_titles(page_url: str, browser, tmp_path: Path) -> None:
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    cover = tmp_path / "my cover.png"
+    Image.new("RGB", (60, 90), "navy").save(cover)
+    browser.get(page_url)
+    browser.find_element(By.ID, "cover").send_keys(str(cover))
+    browser.find_element(By.ID, "classify").click()
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: b.find_element(By.ID, "genre").text.startswith("Genre: "))
+    uploaded = browser.find_element(By.CSS_SELECTOR, "#results #uploaded img")
+    wait.until(lambda b: b.execute_script("const i = document.querySelector('#uploaded img'); return i.complete && i.naturalWidth === 60"))
+    assert uploaded.get_attribute("alt") == "your cover"
+    assert browser.find_element(By.CSS_SELECTOR, "#uploaded figcaption").text == "your cover: my cover.png"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#results figure")) == 1 + 5  # the upload, then the closest titles

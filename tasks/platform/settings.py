@@ -245,6 +245,12 @@ class EvaluateSettings(Section):
         return self
 
 
+class SearchSettings(Section):
+    # A predicted genre below this probability is shown as a guess (the CLI and the page say so and
+    # suggest choosing a genre): a nonsense title still gets some genre, with p ~ 1/genres.
+    low_confidence_below: float = Field(0.3, ge=0.0, le=1.0)
+
+
 class MlflowSettings(Section):
     experiment: str = "book-covers"
     classifier_model_name: str = "book-genre-classifier"
@@ -269,6 +275,7 @@ class Settings(Section):
     labeling: LabelingSettings = LabelingSettings()
     clip: ClipSettings = ClipSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
+    search: SearchSettings = SearchSettings()
     mlflow: MlflowSettings = MlflowSettings()
     runtime: RuntimeSettings = RuntimeSettings()
 

@@ -21,7 +21,8 @@ PAGE = """<!doctype html>
  form { margin-bottom: 1rem; } input[type=text] { width: 28rem; padding: .3rem; }
  #results { display: flex; flex-wrap: wrap; gap: 1rem; } figure { width: 10rem; margin: 0; }
  figure img { width: 10rem; height: 14rem; object-fit: cover; border: 1px solid #ccc; }
- figcaption { font-size: .8rem; } .error { color: #b00; } #genre { font-weight: bold; }
+ figcaption { font-size: .8rem; } .error { color: #b00; } #genre { font-weight: bold; } .guess { color: #a60; }
+ #uploaded img { border: 3px solid #36c; }
 </style></head>
 <body>
 <h1>Book cover search</h1>
@@ -40,8 +41,14 @@ const $ = (id) => document.getElementById(id);
 fetch("/api/genres").then(r => r.json()).then(genres => genres.forEach(g => {
   const option = document.createElement("option"); option.value = g; option.textContent = g; $("genre-choice").appendChild(option);
 }));
-function show(hits, withImages) {
+function show(hits, withImages, uploaded) {
   $("results").innerHTML = "";
+  if (uploaded) {  // the cover the user sent, first, so the closest titles read against it
+    const figure = document.createElement("figure"); figure.id = "uploaded";
+    const img = document.createElement("img"); img.src = URL.createObjectURL(uploaded); img.alt = "your cover"; figure.appendChild(img);
+    const caption = document.createElement("figcaption"); caption.textContent = "your cover: " + uploaded.name; figure.appendChild(caption);
+    $("results").appendChild(figure);
+  }
   hits.forEach(hit => {
     const figure = document.createElement("figure");
     if (withImages) { const img = document.createElement("img"); img.src = "/cover/" + hit.row; img.alt = hit.title; img.className = "cover"; figure.appendChild(img); }
@@ -60,7 +67,9 @@ $("by-title").addEventListener("submit", async (event) => {
   const query = new URLSearchParams({title: $("title").value, genre: $("genre-choice").value, k: $("k").value});
   const body = await answer(await fetch("/api/search?" + query));
   if (!body) return;
-  $("genre").textContent = "Genre: " + body.genre + (body.genre_probability === null ? " (chosen)" : " (predicted, p = " + body.genre_probability.toFixed(2) + ")");
+  $("genre").textContent = "Genre: " + body.genre + (body.genre_probability === null ? " (chosen)" : " (predicted, p = " + body.genre_probability.toFixed(2) + ")")
+    + (body.low_confidence ? " — low confidence: a guess; choose a genre to search within it" : "");
+  $("genre").className = body.low_confidence ? "guess" : "";
   show(body.hits, true);
 });
 $("by-cover").addEventListener("submit", async (event) => {
@@ -70,7 +79,8 @@ $("by-cover").addEventListener("submit", async (event) => {
   const body = await answer(await fetch("/api/cover?k=" + $("k").value, {method: "POST", body: file}));
   if (!body) return;
   $("genre").textContent = "Genre: " + body.genres.map(([g, p]) => g + " " + p.toFixed(2)).join(", ");
-  show(body.hits, false);
+  $("genre").className = "";
+  show(body.hits, false, file);
 });
 </script>
 </body></html>
@@ -100,7 +110,7 @@ def create_app(search: CoverSearch) -> FastAPI:
     def by_title(title: str = "", genre: str = "", k: int = 5) -> dict[str, object]:
         result = search.by_title(title, genre or None, k)
         return {"query": result.query, "genre": result.genre, "genre_probability": result.genre_probability,
-                "hits": _hits(result.hits)}
+                "low_confidence": result.low_confidence, "hits": _hits(result.hits)}
 
     @app.post("/api/cover")
     async def by_cover(request: Request, k: int = 5) -> dict[str, object]:

@@ -53,6 +53,7 @@ class TitleResult:
     genre: str
     genre_probability: float | None  # None when the user chose the genre
     hits: list[Hit]
+    low_confidence: bool = False  # predicted below search.low_confidence_below: a guess, shown as one
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ class CoverResult:
 class CoverSearch:
     """A loaded index with the models that answer queries: load once, query many times."""
 
-    def __init__(self, folder: Path, classifier: mlflow.pyfunc.PyFuncModel, zero_shot_template: str, device: str = "cpu") -> None:
+    def __init__(self, folder: Path, classifier: mlflow.pyfunc.PyFuncModel, zero_shot_template: str, device: str = "cpu",
+                 low_confidence_below: float = 0.0) -> None:
         folder = Path(folder)
         if not (folder / "index.json").is_file():
             raise InputFileError(f"{folder}: no cover index; run the index_covers stage (`make run` or `dvc repro`)")
@@ -77,6 +79,7 @@ class CoverSearch:
         self.genres = sorted(self.books["genre"].dropna().unique())
         self.genre_prompts = embed_texts(self.bundle, [zero_shot_template.format(category=g) for g in self.genres])
         self.caption_template = self.info["caption_template"]
+        self.low_confidence_below = low_confidence_below
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CoverSearch:
@@ -85,7 +88,8 @@ class CoverSearch:
         except (MlflowException, OSError) as error:
             raise ModelLoadError(f"{settings.paths.classifier_dir}: the champion classifier cannot be loaded ({error}); "
                                  "run the train_classifier stage first") from error
-        return cls(settings.paths.cover_index, classifier, settings.evaluate.zero_shot_template, settings.clip.device)
+        return cls(settings.paths.cover_index, classifier, settings.evaluate.zero_shot_template, settings.clip.device,
+                   settings.search.low_confidence_below)
 
     def by_title(self, title: str, genre: str | None = None, k: int = 5) -> TitleResult:
         title, k = _checked_title(title), _checked_k(k)
@@ -96,7 +100,8 @@ class CoverSearch:
         query = self.caption_template.format(title=title, author="unknown author", genre=genre, category="",
                                              probability=probability or 1.0)
         vector = embed_texts(self.bundle, [query])[0]
-        return TitleResult(title, genre, probability, self._top(self.images, vector, k))
+        guess = probability is not None and probability < self.low_confidence_below
+        return TitleResult(title, genre, probability, self._top(self.images, vector, k), guess)
 
     def by_cover(self, data: bytes, k: int = 5) -> CoverResult:
         k = _checked_k(k)
