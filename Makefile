@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup init run repro test test-fast summary lock clean clean-outputs bench-classifier bench-search bench-clip search-page browser ui ui-stop
+.PHONY: setup init run repro test test-fast summary plots plots-template lock clean clean-outputs bench-classifier bench-search bench-clip search-page browser ui ui-stop
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=python3.11"'
@@ -41,6 +41,12 @@ repro: init ## the same stages through DVC (reruns only what changed)
 
 summary: setup
 	$(BIN)/bookcovers summary
+
+plots: init ## every plot of the last run in one HTML report (dvc_plots/index.html) that renders offline (after make run)
+	$(BIN)/dvc plots show --out dvc_plots
+
+plots-template: setup ## rebuild config/plots_offline.html (Vega scripts inlined) from the npm registry, sha512-checked
+	$(PY) -m tasks.platform.plots_offline
 
 test: init ## the whole suite (no GPU, no internet); the browser tests run once `make browser` has installed Chromium
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || echo "note: Chromium is not installed, so the browser tests (search page, plots report) are skipped; \`make browser\` installs it (apt, as root or with sudo)"

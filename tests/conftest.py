@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,3 +73,22 @@ def tiny_overrides(data: GeneratedData) -> list[str]:
 @pytest.fixture()
 def tiny_settings(project_dir: Path, tiny_data: GeneratedData) -> Settings:
     return load_settings(project_dir / "params.yaml", tiny_overrides(tiny_data))
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                   reason="chromium and chromium-driver are not installed (`make browser`)")
+
+
+@pytest.fixture()
+def browser() -> Iterator[object]:
+    """Headless Chromium driven by Selenium (tests that use it are marked `needs_browser`)."""
+    selenium = pytest.importorskip("selenium.webdriver")
+    options = selenium.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(argument)
+    driver = selenium.Chrome(service=selenium.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()

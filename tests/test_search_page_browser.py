@@ -6,7 +6,6 @@ Skipped, with the reason, where the browser is not installed (`make browser` ins
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -14,11 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import needs_browser
 from test_cover_search import FixedGenre, index  # noqa: F401  (fixture reused)
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromium-driver are not installed (`make browser`)")
+pytestmark = needs_browser
 
 
 def free_port() -> int:
@@ -47,18 +45,6 @@ def page_url(index: Path) -> Iterator[str]:  # noqa: F811
     yield f"http://127.0.0.1:{port}/"
     server.should_exit = True
     thread.join(timeout=10)
-
-
-@pytest.fixture()
-def browser() -> Iterator[object]:
-    selenium = pytest.importorskip("selenium.webdriver")
-    options = selenium.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(argument)
-    driver = selenium.Chrome(service=selenium.ChromeService(executable_path=DRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 def test_a_title_typed_in_the_page_shows_its_genre_and_covers(page_url: str, browser, tmp_path: Path) -> None:
