@@ -48,7 +48,7 @@ def data_root_exists(settings: Settings) -> None:
 def project_servers_if_up() -> Iterator[None]:
     """Send this run to the servers `make ui` started, when they are up, so their UIs show it; else Prefect's
     temporary server and the project's mlflow.db, as before."""
-    from flows.ui import OPT_OUT, project_servers
+    from flows.servers import OPT_OUT, project_servers
 
     servers = project_servers()
     if servers is None:

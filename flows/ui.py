@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,9 +24,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-UI_DIR = Path(".ui")
-SERVERS_FILE = UI_DIR / "servers.json"
-OPT_OUT = "BOOKCOVERS_USE_UI_SERVERS"
+from flows.servers import OPT_OUT, SERVERS_FILE, UI_DIR, answers_health
 
 
 @dataclass(frozen=True)
@@ -63,25 +61,6 @@ def services(host: str, prefect_port: int, mlflow_port: int) -> list[Service]:
     ]
 
 
-@dataclass(frozen=True)
-class ProjectServers:
-    prefect_api: str
-    mlflow: str
-
-
-def project_servers() -> ProjectServers | None:
-    """The servers `make ui` started for this project folder, when they answer and nothing else was chosen."""
-    if os.environ.get(OPT_OUT, "1") == "0" or "PREFECT_API_URL" in os.environ or "MLFLOW_TRACKING_URI" in os.environ:
-        return None
-    try:
-        recorded = json.loads(SERVERS_FILE.read_text())
-        servers = ProjectServers(recorded["prefect_api"], recorded["mlflow"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    probes = (Service("prefect", [], f"{servers.prefect_api}/health", {}), Service("mlflow", [], f"{servers.mlflow}/health", {}))
-    return servers if all(answers(probe) for probe in probes) else None
-
-
 def pid_file(name: str) -> Path:
     return UI_DIR / f"{name}.pid"
 
@@ -107,10 +86,9 @@ def deployment_names() -> list[str]:
 
 def answers(service: Service) -> bool:
     """The server answers its health URL; the deployments' process has registered all of them."""
+    if service.expected is None:
+        return answers_health(service.health_url)
     try:
-        if service.expected is None:
-            with urllib.request.urlopen(service.health_url, timeout=2) as response:
-                return response.status == 200
         request = urllib.request.Request(service.health_url, data=b"{}", headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=2) as response:
             return int(response.read()) >= service.expected

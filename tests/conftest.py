@@ -81,14 +81,27 @@ needs_browser = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                                    reason="chromium and chromium-driver are not installed (`make browser`)")
 
 
-@pytest.fixture()
-def browser() -> Iterator[object]:
-    """Headless Chromium driven by Selenium (tests that use it are marked `needs_browser`)."""
-    selenium = pytest.importorskip("selenium.webdriver")
-    options = selenium.ChromeOptions()
+def headless_chromium() -> object:
+    """A Selenium driver on Debian's headless Chromium (only where `needs_browser` does not skip)."""
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
         options.add_argument(argument)
-    driver = selenium.Chrome(service=selenium.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where browser tests save their screenshots: $BOOKCOVERS_SCREENSHOT_DIR when set (for notes), else tmp."""
+    folder = Path(os.environ.get("BOOKCOVERS_SCREENSHOT_DIR", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture()
+def browser() -> Iterator[object]:
+    pytest.importorskip("selenium.webdriver")
+    driver = headless_chromium()
     yield driver
     driver.quit()

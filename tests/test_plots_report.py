@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import PROJECT_ROOT, needs_browser
+from conftest import PROJECT_ROOT, needs_browser, screenshot_dir
 
 # A few rows with the columns each stage writes (tasks/genre/report.py, tasks/clip/finetune.py, evaluation.py).
 PLOT_ROWS = {
@@ -80,7 +80,6 @@ def test_every_plot_renders_offline_in_a_browser(tmp_path: Path, browser) -> Non
     WebDriverWait(browser, 60).until(lambda b: b.execute_script(drawn, vega_ids) == len(vega_ids))
     loaded = browser.execute_script("return [...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
     assert len(vega_ids) == 7 and loaded == len(IMAGES)  # all 10 plots of dvc.yaml
-    screenshots = Path(os.environ.get("BOOKCOVERS_SCREENSHOT_DIR", tmp_path))
-    screenshots.mkdir(parents=True, exist_ok=True)
+    screenshots = screenshot_dir(tmp_path)
     browser.set_window_size(1280, 4000)
     assert browser.save_screenshot(str(screenshots / "plots_report.png"))

@@ -5,7 +5,6 @@ Skipped, with the reason, where the browser is not installed (`make browser` ins
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -13,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import needs_browser
+from conftest import needs_browser, screenshot_dir
 from test_cover_search import FixedGenre, index  # noqa: F401  (fixture reused)
 
 pytestmark = needs_browser
@@ -58,8 +57,7 @@ def test_a_title_typed_in_the_page_shows_its_genre_and_covers(page_url: str, bro
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#results img.cover")) == 5)
     wait.until(lambda b: b.execute_script("return [...document.querySelectorAll('#results img.cover')].every(i => i.complete && i.naturalWidth > 0)"))
     assert browser.find_element(By.ID, "genre").text == "Genre: Travel (predicted, p = 0.75)"
-    screenshots = Path(os.environ.get("BOOKCOVERS_SCREENSHOT_DIR", tmp_path))
-    screenshots.mkdir(parents=True, exist_ok=True)
+    screenshots = screenshot_dir(tmp_path)
     shot = screenshots / "search_page.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
 

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import CHROMEDRIVER, CHROMIUM, headless_chromium, screenshot_dir
 from test_pipeline_e2e import write_tiny_project
 
 pytestmark = pytest.mark.slow
@@ -83,6 +84,9 @@ def test_make_ui_serves_deployments_runs_the_pipeline_from_the_api_and_stops_cle
         status = subprocess.run([dvc, "status"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert "up to date" in status.stdout, status.stdout + status.stderr
 
+        if CHROMIUM and CHROMEDRIVER:  # the UI page itself, as a user opens it, reaches its API on this port
+            the_ui_lists_the_deployments(f"http://127.0.0.1:{prefect_port}/deployments", tmp_path)
+
         # A stage run from the shell while the servers are up goes to them: the UI shows it.
         shell_run = subprocess.run([sys.executable, "-m", "flows.generate"], cwd=tmp_path, env=env, capture_output=True,
                                    text=True, timeout=300)
@@ -99,6 +103,20 @@ def test_make_ui_serves_deployments_runs_the_pipeline_from_the_api_and_stops_cle
         assert not (tmp_path / ".ui" / f"{name}.pid").exists()
     assert (tmp_path / ".ui" / "prefect.log").is_file()
     assert not (tmp_path / ".ui" / "servers.json").exists()  # later runs use a temporary server again
+
+
+def the_ui_lists_the_deployments(url: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = headless_chromium()
+    try:
+        driver.get(url)
+        WebDriverWait(driver, 90).until(lambda d: "book-covers-pipeline" in d.find_element(By.TAG_NAME, "body").text)
+        assert "Can't connect" not in driver.find_element(By.TAG_NAME, "body").text
+        assert driver.save_screenshot(str(screenshot_dir(tmp_path) / "prefect_ui_deployments.png"))
+    finally:
+        driver.quit()
 
 
 COUNT_FLOW_RUNS = """

@@ -7,22 +7,19 @@ Command-line overrides use DVC's `section.key=value` spelling; values parse as Y
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.platform.overrides import SettingsError, apply_override, explain
+
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 # The real data beside the project. Only this default may fall back to the embedded data set when
 # absent: a data.root the user typed and that does not exist is a typo, and stops the run.
 DEFAULT_DATA_ROOT = Path("../shared/data")
 EMBEDDED = "embedded"
-
-
-class SettingsError(ValueError):
-    """params.yaml or an override is wrong; the message names the key and the fix."""
 
 
 class Section(BaseModel):
@@ -282,32 +279,6 @@ class Settings(Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-def _apply_override(tree: dict[str, Any], override: str) -> tuple[str, ...]:
-    """Write one `section.key=value` into the params tree; returns the key path it set."""
-    key, sep, raw_value = override.partition("=")
-    if not sep or not key.strip():
-        raise SettingsError(f"override {override!r} must read section.key=value, e.g. clip.epochs=2")
-    parts = key.strip().split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise SettingsError(f"override {override!r}: {part!r} is a value, not a section")
-        node = child
-    node[parts[-1]] = _parse_value(raw_value)
-    return tuple(parts)
-
-
-def _parse_value(raw_value: str) -> Any:
-    """YAML typing (2 -> int, [1, 5] -> list); text that is not valid YAML stays a string."""
-    if not raw_value.strip():
-        return ""
-    try:
-        return yaml.safe_load(raw_value)
-    except yaml.YAMLError:
-        return raw_value
-
-
 def load_settings(params_file: Path | str = DEFAULT_PARAMS_FILE, overrides: list[str] | None = None) -> Settings:
     """Read params.yaml (absent means all defaults; another file must exist), apply overrides, validate everything.
 
@@ -327,32 +298,8 @@ def load_settings(params_file: Path | str = DEFAULT_PARAMS_FILE, overrides: list
         raise SettingsError(f"params file {path} does not exist (from here: {path.resolve()})")
     typed: dict[tuple[str, ...], str] = {}
     for override in overrides or []:
-        typed[_apply_override(tree, override)] = override.strip()
+        typed[apply_override(tree, override)] = override.strip()
     try:
         return Settings.model_validate(tree)
     except ValidationError as error:
-        raise SettingsError("; ".join(_explain(e, path, typed) for e in error.errors())) from error
-
-
-def _explain(problem: Any, path: Path, typed: dict[tuple[str, ...], str]) -> str:
-    loc = tuple(str(part) for part in problem["loc"])
-    source = next((f"override {override}" for key, override in typed.items()
-                   if loc[:len(key)] == key or key[:len(loc)] == loc), str(path))
-    if problem["type"] != "extra_forbidden":
-        return f"{source}: {'.'.join(loc)}: {problem['msg']}"
-    valid = _valid_keys(loc[:-1])
-    closest = difflib.get_close_matches(loc[-1], valid, n=1)
-    hint = f"did you mean {'.'.join((*loc[:-1], closest[0]))}? " if closest else ""
-    where = ".".join(loc[:-1]) or "the top level"
-    return f"{source}: unknown key {'.'.join(loc)}; {hint}valid keys of {where}: {', '.join(valid)}"
-
-
-def _valid_keys(section: tuple[str, ...]) -> list[str]:
-    """The keys params.yaml may hold at `section` (a path of section names), as spelt in the file."""
-    model: Any = Settings
-    for name in section:
-        field = next((f for key, f in model.model_fields.items() if name in (key, f.alias)), None)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return []
-        model = field.annotation
-    return [field.alias or key for key, field in model.model_fields.items()]
+        raise SettingsError("; ".join(explain(Settings, e, path, typed) for e in error.errors())) from error
