@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from tasks.clip.checkpoints import LATEST, Checkpointer, best_name
 from tasks.clip.data import PairSet, book_split, load_images, with_splits
 from tasks.clip.evaluation import recall_at_k
-from tasks.clip.loop import batches, train
+from tasks.clip.loop import train
+from tasks.clip.sampling import random_batches as batches
 from tasks.clip.loss import MAX_LOGIT_SCALE, contrastive_loss
 from tasks.clip.model import (
     ClipBundle,
@@ -177,6 +178,15 @@ def test_recall_at_k_hand_built_matrix() -> None:
 
 def test_recall_at_k_empty() -> None:
     assert recall_at_k(np.zeros((0, 0)), [1]) == {}
+
+
+def test_recall_by_genre_splits_text_to_image_hits_by_the_books_genre() -> None:
+    from tasks.clip.evaluation import recall_by_genre
+
+    similarity = np.eye(12)
+    similarity[:, 6:] = 0.5  # the last 6 captions rank every cover alike: their own cover is not first
+    genres = ["Travel"] * 6 + ["Law"] * 5 + ["Art"]
+    assert recall_by_genre(similarity, genres, k=1) == {"Travel": 1.0, "Law": 0.0}  # Art: 1 book, too few to say
 
 
 # ---------------------------------------------------------------- tokenizer / config
@@ -524,3 +534,28 @@ def test_train_flops_per_pair_of_vit_b32_is_the_published_44_gflop() -> None:
     config = CLIPConfig.from_pretrained(str(NOWEIGHTS))
     assert train_flops_per_pair(config, 77) / 1e9 == pytest.approx(44.3, abs=0.2)  # 3 x (8.8 image + 6.0 text)
     assert train_flops_per_pair(config, 20) < train_flops_per_pair(config, 77)
+
+
+def test_training_with_balanced_batches_learns_and_draws_them_from_the_genres(tmp_path: Path, monkeypatch) -> None:
+    """clip.batch_sampler=balanced reaches the loop: its batches come from the pairs' genres, and it still learns."""
+    from dataclasses import replace
+
+    from tasks.clip import loop
+
+    drawn: list[str] = []
+    sampled = loop.sampled_batches
+
+    def recording(sampler, size, groups, batch_size, generator):  # noqa: ANN001, ANN202
+        drawn.append(sampler)
+        assert groups is not None and len(groups) == size
+        return sampled(sampler, size, groups, batch_size, generator)
+
+    monkeypatch.setattr(loop, "sampled_batches", recording)
+    torch.manual_seed(0)
+    cfg = _clip_settings(epochs=3, batch_size=16, learning_rate=2e-3, warmup_fraction=0.0, weight_decay=0.0, batch_sampler="balanced")
+    pairs = _pairs(48, seed=0)
+    train_pairs = replace(pairs, groups=np.array([caption.split()[1] for caption in pairs.captions]))  # the colour word
+    bundle = initial_bundle(cfg, train_pairs.captions, None, CPU)
+    history, _ = train(bundle, train_pairs, _pairs(16, seed=1), cfg, Checkpointer(tmp_path / "ckpt", "run"))
+    assert drawn == ["balanced"] * 3
+    assert history[-1].train_loss < history[0].train_loss

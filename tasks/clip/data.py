@@ -86,6 +86,7 @@ class PairSet:
     images: np.ndarray
     captions: list[str]
     rows: np.ndarray | None = None
+    groups: np.ndarray | None = None  # each pair's predicted genre, for clip.batch_sampler=balanced
 
     def __len__(self) -> int:
         return len(self.captions)

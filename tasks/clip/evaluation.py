@@ -53,6 +53,21 @@ def recall_at_k(similarity: np.ndarray, ks: list[int]) -> dict[str, float]:
     return metrics
 
 
+def text_to_image_ranks(similarity: np.ndarray) -> np.ndarray:
+    """For each text (column), how many covers score at least as high as its own, minus itself."""
+    similarity = np.nan_to_num(similarity, nan=-np.inf)
+    diagonal = similarity[np.arange(len(similarity)), np.arange(len(similarity))]
+    return (similarity >= diagonal[None, :]).sum(axis=0) - 1
+
+
+def recall_by_genre(similarity: np.ndarray, genres: list[str], k: int, min_books: int = 5) -> dict[str, float]:
+    """text->image R@k of each predicted genre's books (their captions searching the whole gallery), for the
+    genres with at least `min_books` test books: the spread says whether some genres are served worse."""
+    hits = pd.Series(text_to_image_ranks(similarity) < k).groupby(np.asarray(genres))
+    sizes = hits.size()
+    return {str(genre): float(value) for genre, value in hits.mean().items() if sizes[genre] >= min_books}
+
+
 def zero_shot_accuracy(bundle: ClipBundle, image_embeds: np.ndarray, categories: list[str], template: str) -> float:
     """Share of covers whose best-scoring category prompt is one of the categories the book is shelved under."""
     labels = sorted({c for joined in categories for c in joined.split("|") if c})
@@ -66,8 +81,12 @@ def zero_shot_accuracy(bundle: ClipBundle, image_embeds: np.ndarray, categories:
 def score_model(bundle: ClipBundle, covers: TestCovers, books: pd.DataFrame, cfg: EvaluateSettings) -> tuple[dict[str, float], np.ndarray]:
     image_embeds = covers.embeddings(bundle, cfg.batch_size)
     text_embeds = embed_texts(bundle, books["caption"].tolist(), cfg.batch_size)
-    metrics = recall_at_k(image_embeds @ text_embeds.T, cfg.recall_k)
+    similarity = image_embeds @ text_embeds.T
+    metrics = recall_at_k(similarity, cfg.recall_k)
     metrics["zero_shot_category_accuracy"] = zero_shot_accuracy(bundle, image_embeds, books["categories"].tolist(), cfg.zero_shot_template)
+    by_genre = recall_by_genre(similarity, books["genre"].astype(str).tolist(), max(cfg.recall_k))
+    if by_genre:  # across genres: the balanced sampler is meant to lower it
+        metrics[f"genre_text_to_image_R@{max(cfg.recall_k)}_std"] = float(np.std(list(by_genre.values())))
     return metrics, image_embeds
 
 

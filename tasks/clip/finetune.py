@@ -22,7 +22,7 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.clip import checkpoints, data, distributed, loop, loss, model
+from tasks.clip import checkpoints, data, distributed, loop, loss, model, sampling
 from tasks.clip.checkpoints import Checkpointer
 from tasks.clip.data import PairSet, split_frame, test_books_digest, with_splits
 from tasks.clip.distributed import DistContext, barrier, init_distributed
@@ -53,7 +53,7 @@ def pair_set(books: pd.DataFrame, shards: CoverShards, bundle: ClipBundle) -> Pa
     images = shards.images
     if getattr(bundle.model, "image_tower_locked", False):
         images = shards.tower_features(bundle.model.towers_config.image_tower)
-    return PairSet(images, books["caption"].tolist(), books["shard_row"].to_numpy())
+    return PairSet(images, books["caption"].tolist(), books["shard_row"].to_numpy(), books["genre"].astype(str).to_numpy())
 
 
 # Knobs that change how fast training runs, never what it learns: a checkpoint resumes across them
@@ -93,7 +93,7 @@ def _log_run(settings: Settings, run_id: str, history: list[EpochRecord], best_e
 
 def training_fingerprint(settings: Settings) -> str:
     """What a checkpoint must share with this run to be resumed: params, labeled covers, shards and training code."""
-    code = [Path(module.__file__) for module in (data, model, loss, loop, checkpoints, distributed, sys.modules[__name__])]
+    code = [Path(module.__file__) for module in (data, model, loss, loop, sampling, checkpoints, distributed, sys.modules[__name__])]
     shards = [settings.paths.cover_shards / name for name in (ROWS, MANIFEST)]
     return content_fingerprint({"clip": settings.clip.model_dump(mode="json", exclude=THROUGHPUT_KNOBS)},
                                [settings.paths.labeled_covers, *shards, *code])

@@ -28,6 +28,8 @@ from tasks.clip.data import CaptionInputs, PairSet, batch_loader, caption_inputs
 from tasks.clip.distributed import DistContext, barrier, broadcast_value
 from tasks.clip.loss import contrastive_loss
 from tasks.clip.model import ClipBundle, features, normalise_pixels
+from tasks.clip.sampling import epoch_batches as sampled_batches
+from tasks.clip.sampling import random_batches
 from tasks.platform.errors import DataQualityError
 from tasks.platform.settings import ClipSettings
 
@@ -76,14 +78,6 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
-def batches(size: int, batch_size: int, generator: np.random.Generator | None) -> list[np.ndarray]:
-    """Shuffled full batches when training (a short last batch has too few negatives), in order otherwise."""
-    order = generator.permutation(size) if generator is not None else np.arange(size)
-    if generator is not None and size >= batch_size:
-        return [order[i:i + batch_size] for i in range(0, size - batch_size + 1, batch_size)]
-    return [order[i:i + batch_size] for i in range(0, size, batch_size) if len(order[i:i + batch_size]) > 1]
-
-
 def rank_share(index_batches: list[np.ndarray], context: DistContext) -> list[np.ndarray]:
     """This rank's contiguous slice of every global batch: rank order is the order the gather restores.
 
@@ -104,7 +98,7 @@ def mean_loss(bundle: ClipBundle, pairs: PairSet, batch_size: int, tokens: Capti
     bundle.model.eval()
     module, tokens = ContrastiveClip(bundle), tokens or caption_inputs(bundle, pairs.captions)
     total, count = 0.0, 0
-    for batch in batch_loader(pairs, tokens, batches(len(pairs), batch_size, None), 0, False):
+    for batch in batch_loader(pairs, tokens, random_batches(len(pairs), batch_size, None), 0, False):
         batch = to_device(batch, bundle.device)
         with autocast(bundle.device):
             outputs = [module(**part) for part in split_batch(batch, chunks)]
@@ -228,7 +222,7 @@ def train(bundle: ClipBundle, train_pairs: PairSet, val_pairs: PairSet, cfg: Cli
     context = context or DistContext(0, 1, bundle.device)
     optimizer = torch.optim.AdamW(parameter_groups(bundle.model, cfg), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                   fused=bundle.device.type == "cuda")
-    steps_per_epoch = len(batches(len(train_pairs), cfg.batch_size, np.random.default_rng(0)))
+    steps_per_epoch = len(random_batches(len(train_pairs), cfg.batch_size, np.random.default_rng(0)))  # either sampler
     total = max(1, steps_per_epoch * cfg.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(int(cfg.warmup_fraction * total), total))
     generator = np.random.default_rng(cfg.seed)
@@ -241,7 +235,7 @@ def train(bundle: ClipBundle, train_pairs: PairSet, val_pairs: PairSet, cfg: Cli
         if state.epoch_rng is None:
             state.epoch_rng = generator.bit_generator.state
         generator.bit_generator.state = state.epoch_rng
-        epoch_batches = batches(len(train_pairs), cfg.batch_size, generator)
+        epoch_batches = sampled_batches(cfg.batch_sampler, len(train_pairs), train_pairs.groups, cfg.batch_size, generator)
         started = time.perf_counter()
         bundle.model.train()
         done_before = state.step_in_epoch

@@ -194,6 +194,7 @@ class ClipSettings(Section):
     max_text_tokens: int = Field(77, ge=8)
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(64, ge=2)
+    batch_sampler: Literal["random", "balanced"] = "random"  # balanced: each batch ~equal covers per predicted genre
     learning_rate: float = Field(5e-4, gt=0)
     weight_decay: float = Field(1.0, ge=0)
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
