@@ -3,6 +3,7 @@
     bookcovers run [section.key=value ...]         the whole pipeline, then its summary
     bookcovers stage NAME [section.key=value ...]  one stage (the same flow `dvc repro` runs)
     bookcovers search "a title" | --cover FILE     covers for a title, or the genre of a cover
+    bookcovers zero-shot COVER ... --labels "A, B"  each of your labels' probability for each cover
     bookcovers serve                               the search page
     bookcovers ui start|stop                       Prefect + MLflow servers with the deployments
     bookcovers summary                             the last run's summary, from metrics/
@@ -35,6 +36,9 @@ COMMANDS_HELP = {
     "search": "print the covers closest to a title (within its predicted or a chosen genre), or a cover's genre and the "
               "closest titles; reads the cover index. Each call loads both champions first (tens of seconds on 2 CPU "
               "cores); for many queries use `bookcovers serve`, which loads them once",
+    "zero-shot": "print, for each cover, the probability of each of your labels (\"Romance, Travel, Cookbooks\"), by the "
+                 "CLIP that built the cover index, prompting search.label_prompt_template (\"a book cover of {label}\"); "
+                 "reads the cover index's CLIP, writes nothing",
     "serve": "serve the search page on http://HOST:PORT (default 127.0.0.1:8000); reads the cover index",
     "ui": "start or stop the Prefect server, the deployments' process and the MLflow server in the background; "
           "PID files and logs in .ui/",
@@ -67,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--genre", default=None, help="search within this genre instead of the predicted one")
     search.add_argument("--cover", type=Path, default=None, help="an image: print its genre and the closest titles")
     search.add_argument("-k", type=int, default=5, help="how many results (default 5)")
+    zero_shot = command("zero-shot")
+    zero_shot.add_argument("covers", nargs="+", type=Path, metavar="COVER", help="one or more cover images")
+    zero_shot.add_argument("--labels", required=True, help='two or more labels, comma-separated, e.g. "Romance, Travel, Cookbooks"')
     serve = command("serve")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
@@ -125,12 +132,32 @@ def print_search(args: argparse.Namespace, search) -> None:  # noqa: ANN001  Cov
         print(f"{rank:3d}. {hit.score:.3f}  {hit.title} — {hit.author or 'unknown author'} [{hit.genre}]  {hit.image_path}")
 
 
+def zero_shot_labels(args: argparse.Namespace) -> None:
+    """Labels and files are checked before the model loads: a typo costs a second, not a model load."""
+    from tasks.search.queries import parse_labels, read_cover
+
+    labels = parse_labels(args.labels)
+    covers = {path: read_cover(path) for path in args.covers}
+    import torch
+
+    from tasks.search.zero_shot import ZeroShotLabels
+
+    torch.set_num_threads(1)
+    scorer = ZeroShotLabels.from_settings(load_settings(args.params))
+    for path, image in covers.items():
+        scores = scorer.score(image, labels)
+        print(f"{path}: " + ", ".join(f"{label} {p:.2f}" for label, p in scores.labels))
+
+
 def serve_page(args: argparse.Namespace) -> None:
     import uvicorn
 
     from tasks.search.app import create_app
+    from tasks.search.zero_shot import ZeroShotLabels
 
-    uvicorn.run(create_app(_cover_search(args.params)), host=args.host, port=args.port, log_level="warning")
+    search = _cover_search(args.params)
+    labels = ZeroShotLabels(search.bundle, load_settings(args.params).search.label_prompt_template)
+    uvicorn.run(create_app(search, labels), host=args.host, port=args.port, log_level="warning")
 
 
 def _cover_search(params: str):  # noqa: ANN202  CoverSearch, imported late (torch, MLflow)
@@ -177,7 +204,7 @@ def promote(args: argparse.Namespace) -> None:
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
-    "run": run_pipeline, "stage": run_stage, "search": search_covers, "serve": serve_page, "ui": run_ui,
+    "run": run_pipeline, "stage": run_stage, "search": search_covers, "zero-shot": zero_shot_labels, "serve": serve_page, "ui": run_ui,
     "summary": print_summary, "promote": promote,
 }
 

@@ -158,3 +158,75 @@ def test_a_missing_index_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(InputFileError, match="run the index_covers stage"):
         CoverSearch(tmp_path, FixedGenre(), "a book cover of {category}")
+
+
+# ---------------------------------------------------------------- zero-shot with the user's labels
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Romance, Travel, Cookbooks", ["Romance", "Travel", "Cookbooks"]),
+    (" romance ,\nTravel,, ROMANCE , Science  Fiction ", ["romance", "Travel", "Science Fiction"]),
+])
+def test_labels_are_split_trimmed_and_kept_once(text: str, expected: list[str]) -> None:
+    from tasks.search.queries import parse_labels
+
+    assert parse_labels(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "give two or more labels, comma-separated \\(got none\\)"),
+    ("Romance", "got only 'Romance'\\): over one label the probability is always 1"),
+    ("Romance, romance", "got only 'Romance'"),
+    (",".join(f"label {i}" for i in range(3000)), "3000 labels; at most 200"),
+    ("Romance, " + "x" * 101, "is over 100 characters"),
+])
+def test_bad_labels_get_one_sentence(text: str, message: str) -> None:
+    from tasks.search.queries import parse_labels
+
+    with pytest.raises(SearchInputError, match=message):
+        parse_labels(text)
+
+
+def test_zero_shot_scores_every_given_label_and_nothing_else(search: CoverSearch) -> None:
+    from tasks.search.zero_shot import ZeroShotLabels
+
+    scores = ZeroShotLabels(search.bundle, "a book cover of {label}").score(png("red"), ["Romance", "Travel", "Cookbooks"])
+    assert sorted(label for label, _ in scores.labels) == ["Cookbooks", "Romance", "Travel"]
+    probabilities = [p for _, p in scores.labels]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_page_scores_the_users_labels_when_given(search: CoverSearch) -> None:
+    app = TestClient(create_app(search))
+    own = app.post("/api/cover", params={"k": 2, "labels": "Romance, Travel"}, content=png("blue")).json()
+    assert own["own_labels"] is True and {label for label, _ in own["genres"]} == {"Romance", "Travel"}
+    assert len(own["hits"]) == 2
+    default = app.post("/api/cover", content=png("blue")).json()
+    assert default["own_labels"] is False and {g for g, _ in default["genres"]} <= set(GENRES)
+    one = app.post("/api/cover", params={"labels": "Romance"}, content=png("blue"))
+    assert one.status_code == 400 and "two or more labels" in one.json()["error"]
+    assert 'id="labels"' in app.get("/").text
+
+
+def test_the_zero_shot_command_prints_each_cover_and_refuses_bad_input_in_one_line(index: Path, tmp_path: Path, capsys) -> None:
+    from flows.bookcovers import main
+
+    params = tmp_path / "zero-shot.yaml"
+    params.write_text(f"paths:\n  cover_index: {index}\nclip:\n  device: cpu\n")
+    red, blue = tmp_path / "red cover.png", tmp_path / "blue.png"
+    red.write_bytes(png("red"))
+    blue.write_bytes(png("blue"))
+    main(["--params", str(params), "zero-shot", str(red), str(blue), "--labels", "Romance, Travel, Cookbooks"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [str(red), str(blue)]
+    assert all(sorted(part.rsplit(" ", 1)[0] for part in line.split(": ", 1)[1].split(", ")) == ["Cookbooks", "Romance", "Travel"]
+               for line in lines)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    for argv, message in ((["zero-shot", str(red), "--labels", "Romance"], "error: give two or more labels"),
+                          (["zero-shot", str(tmp_path / "nope.png"), "--labels", "A, B"], "nope.png: no such file"),
+                          (["zero-shot", str(broken), "--labels", "A, B"], "broken.png: the file is not an image this search can read")):
+        with pytest.raises(SystemExit) as exited:
+            main(["--params", str(params), *argv])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and err.count("\n") == 1 and message in err, err

@@ -89,3 +89,9 @@ def test_an_uploaded_cover_is_shown_beside_its_genre_and_closest_titles(page_url
     assert uploaded.get_attribute("alt") == "your cover"
     assert browser.find_element(By.CSS_SELECTOR, "#uploaded figcaption").text == "your cover: my cover.png"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#results figure")) == 1 + 5  # the upload, then the closest titles
+
+    browser.find_element(By.ID, "labels").send_keys("Romance, Travel, Cookbooks")
+    browser.find_element(By.ID, "classify").click()
+    wait.until(lambda b: b.find_element(By.ID, "genre").text.startswith("Your labels: "))
+    assert sorted(part.rsplit(" ", 1)[0] for part in browser.find_element(By.ID, "genre").text[13:].split(", ")) == [
+        "Cookbooks", "Romance", "Travel"]

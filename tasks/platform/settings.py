@@ -247,6 +247,19 @@ class SearchSettings(Section):
     # A predicted genre below this probability is shown as a guess (the CLI and the page say so and
     # suggest choosing a genre): a nonsense title still gets some genre, with p ~ 1/genres.
     low_confidence_below: float = Field(0.3, ge=0.0, le=1.0)
+    # `bookcovers zero-shot --labels` and the page's labels field: one prompt per user label.
+    label_prompt_template: str = "a book cover of {label}"
+
+    @field_validator("label_prompt_template")
+    @classmethod
+    def _names_the_label(cls, template: str) -> str:
+        try:
+            filled = template.format(label="\0")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(f"label_prompt_template may use {{label}} only; got {error}") from error
+        if "\0" not in filled:
+            raise ValueError("label_prompt_template must contain {label}")
+        return template
 
 
 class MlflowSettings(Section):

@@ -13,6 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from tasks.search.engine import MAX_UPLOAD_BYTES, CoverSearch, Hit, SearchInputError
+from tasks.search.queries import parse_labels
+from tasks.search.zero_shot import ZeroShotLabels
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Book cover search</title>
@@ -32,7 +34,9 @@ PAGE = """<!doctype html>
   <input type="number" id="k" value="5" min="1" max="50" style="width:4rem">
   <button type="submit" id="search">Search</button>
 </form>
-<form id="by-cover"><input type="file" id="cover" accept="image/*"> <button type="submit" id="classify">What genre is this cover?</button></form>
+<form id="by-cover"><input type="file" id="cover" accept="image/*">
+  <input type="text" id="labels" placeholder="or your own labels: Romance, Travel, Cookbooks" style="width:20rem">
+  <button type="submit" id="classify">What genre is this cover?</button></form>
 <p id="message" class="error"></p>
 <p id="genre"></p>
 <div id="results"></div>
@@ -76,9 +80,10 @@ $("by-cover").addEventListener("submit", async (event) => {
   event.preventDefault();
   const file = $("cover").files[0];
   if (!file) { $("message").textContent = "choose a cover image first"; return; }
-  const body = await answer(await fetch("/api/cover?k=" + $("k").value, {method: "POST", body: file}));
+  const query = new URLSearchParams({k: $("k").value, labels: $("labels").value});
+  const body = await answer(await fetch("/api/cover?" + query, {method: "POST", body: file}));
   if (!body) return;
-  $("genre").textContent = "Genre: " + body.genres.map(([g, p]) => g + " " + p.toFixed(2)).join(", ");
+  $("genre").textContent = (body.own_labels ? "Your labels: " : "Genre: ") + body.genres.map(([g, p]) => g + " " + p.toFixed(2)).join(", ");
   $("genre").className = "";
   show(body.hits, false, file);
 });
@@ -91,8 +96,10 @@ def _hits(hits: list[Hit]) -> list[dict[str, object]]:
     return [asdict(hit) for hit in hits]
 
 
-def create_app(search: CoverSearch) -> FastAPI:
+def create_app(search: CoverSearch, labels: ZeroShotLabels | None = None) -> FastAPI:
+    """The page over a loaded search; `labels` scores the user's own labels (by default with the index's CLIP)."""
     app = FastAPI(title="Book cover search")
+    labels_scorer = labels or ZeroShotLabels(search.bundle, "a book cover of {label}")
 
     @app.exception_handler(SearchInputError)
     async def refused(_: Request, error: SearchInputError) -> JSONResponse:
@@ -113,12 +120,14 @@ def create_app(search: CoverSearch) -> FastAPI:
                 "low_confidence": result.low_confidence, "hits": _hits(result.hits)}
 
     @app.post("/api/cover")
-    async def by_cover(request: Request, k: int = 5) -> dict[str, object]:
+    async def by_cover(request: Request, k: int = 5, labels: str = "") -> dict[str, object]:
         data = await request.body()
         if len(data) > MAX_UPLOAD_BYTES:
             raise SearchInputError(f"the file is over {MAX_UPLOAD_BYTES // 2**20} MiB; upload a smaller cover")
+        own = parse_labels(labels) if labels.strip() else None
         result = search.by_cover(data, k)
-        return {"genres": result.genres, "hits": _hits(result.hits)}
+        genres = labels_scorer.score(data, own).labels if own else result.genres
+        return {"genres": genres, "own_labels": own is not None, "hits": _hits(result.hits)}
 
     @app.get("/cover/{row}")
     def cover(row: int) -> FileResponse:

@@ -23,17 +23,14 @@ from PIL import Image
 
 from tasks.clip.model import embed_images, embed_texts, load_saved_clip, square_cover
 from tasks.inputs.images import cover_rgb, pixel_limit
-from tasks.platform.errors import InputFileError, ModelLoadError, UserError
+from tasks.platform.errors import InputFileError, ModelLoadError
 from tasks.platform.settings import Settings
+from tasks.search.queries import SearchInputError
 
 MAX_QUERY_CHARS = 500
 MAX_K = 50
 MAX_UPLOAD_BYTES = 15 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
-
-
-class SearchInputError(UserError, ValueError):
-    """A query the search cannot answer: the message is for the person who typed it."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +102,7 @@ class CoverSearch:
 
     def by_cover(self, data: bytes, k: int = 5) -> CoverResult:
         k = _checked_k(k)
-        vector = embed_images(self.bundle, _decoded_upload(data, self.bundle.image_size))[0]
+        vector = embed_images(self.bundle, decoded_upload(data, self.bundle.image_size))[0]
         logits = torch.tensor(self.genre_prompts @ vector) * self.bundle.model.logit_scale.exp().item()
         probabilities = torch.softmax(logits, dim=0).numpy()
         order = np.argsort(-probabilities)[:5]
@@ -141,7 +138,7 @@ def _checked_k(k: int) -> int:
     return int(k)
 
 
-def _decoded_upload(data: bytes, size: int) -> np.ndarray:
+def decoded_upload(data: bytes, size: int) -> np.ndarray:
     """An uploaded cover as one uint8 image, refused with a sentence when it is not a usable image."""
     if not data:
         raise SearchInputError("the uploaded file is empty; choose a cover image")
