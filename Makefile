@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup init run repro test test-fast summary plots plots-template lock clean clean-outputs bench-classifier bench-search bench-clip search-page browser ui ui-stop
+.PHONY: setup init run repro test test-fast summary plots plots-template experiments lock clean clean-outputs bench-classifier bench-search bench-clip search-page browser ui ui-stop
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=python3.11"'
@@ -41,6 +41,9 @@ repro: init ## the same stages through DVC (reruns only what changed)
 
 summary: setup
 	$(BIN)/bookcovers summary
+
+experiments: init ## the caption, sampler and learning-curve DVC experiments on the data of the last run (after make run; ~4 min a variant)
+	$(BIN)/bookcovers experiments
 
 plots: init ## every plot of the last run in one HTML report (dvc_plots/index.html) that renders offline (after make run)
 	$(BIN)/dvc plots show --out dvc_plots

@@ -6,6 +6,7 @@
     bookcovers zero-shot COVER ... --labels "A, B"  each of your labels' probability for each cover
     bookcovers serve                               the search page
     bookcovers ui start|stop                       Prefect + MLflow servers with the deployments
+    bookcovers experiments [--study NAME ...]      caption, sampler and learning-curve DVC experiments
     bookcovers summary                             the last run's summary, from metrics/
     bookcovers promote classifier|clip VERSION     make a version champion by hand
 
@@ -42,6 +43,12 @@ COMMANDS_HELP = {
     "serve": "serve the search page on http://HOST:PORT (default 127.0.0.1:8000); reads the cover index",
     "ui": "start or stop the Prefect server, the deployments' process and the MLflow server in the background; "
           "PID files and logs in .ui/",
+    "experiments": "answer the seeds' questions on your data with DVC experiments, one `dvc exp run` per variant from the "
+                   "pipeline's run (run it first): captions with or without the predicted genre (and the cover's own "
+                   "category, as a bound), random vs genre-balanced batches, 10, 25, 50 and 100 percent of the training books. "
+                   "Writes metrics/<study>_experiment.json and plots/clip_learning_curve.csv; `dvc exp show` lists every "
+                   "variant; registers each variant's CLIP as a challenger, never champion; puts the workspace back as "
+                   "it was",
     "summary": "print the summary of the last run from metrics/ and the registry's aliases; writes nothing",
     "promote": "make a registered version the champion by hand, e.g. after deliberately switching data sets (the pipeline "
                "never promotes a model trained on other data than the champion's without a fair comparison); moves the "
@@ -78,6 +85,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     ui.add_arguments(command("ui"))
+    experiments = command("experiments")
+    experiments.add_argument("--study", action="append", choices=["caption", "sampler", "learning_curve"],
+                             help="only this study (repeatable); default: all three")
     command("summary")
     promote = command("promote")
     promote.add_argument("model", choices=["classifier", "clip"], help="book-genre-classifier or book-cover-clip")
@@ -180,6 +190,17 @@ def run_ui(args: argparse.Namespace) -> None:
     ui.run(args)
 
 
+def run_experiments(args: argparse.Namespace) -> None:
+    import logging
+
+    from tasks.clip.experiments import STUDIES, run_studies
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    written = run_studies(load_settings(args.params), tuple(args.study or STUDIES))
+    print("\n".join(f"{study}: {path}" for study, path in written.items()))
+    print("every variant: `dvc exp show`; the curve: `make plots`")
+
+
 def print_summary(args: argparse.Namespace) -> None:
     from tasks.platform.summary import render_summary
 
@@ -205,7 +226,7 @@ def promote(args: argparse.Namespace) -> None:
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "run": run_pipeline, "stage": run_stage, "search": search_covers, "zero-shot": zero_shot_labels, "serve": serve_page, "ui": run_ui,
-    "summary": print_summary, "promote": promote,
+    "experiments": run_experiments, "summary": print_summary, "promote": promote,
 }
 
 

@@ -72,7 +72,8 @@ def write_tiny_project(target: Path) -> None:
     """A copy of the project with params.yaml shrunk, as a git + DVC repository."""
     for name in ("flows", "tasks", "config"):
         shutil.copytree(PROJECT_ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(PROJECT_ROOT / "dvc.yaml", target / "dvc.yaml")
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(PROJECT_ROOT / name, target / name)
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     for override in TINY_PIPELINE:
         key, value = override.split("=", 1)
@@ -122,6 +123,32 @@ def assert_a_copied_project_uses_only_its_own_folder(project: Path, env: dict[st
         away.rename(project)
 
 
+def assert_experiments_leave_the_workspace_and_the_champion_as_they_were(project: Path, env: dict[str, str], dvc: str) -> None:
+    """`bookcovers experiments --study sampler`: two `dvc exp run`s from the committed baseline; afterwards the
+    params, dvc.lock, outputs and @champion are the baseline's, and `dvc exp show` lists both variants."""
+    from mlflow.tracking import MlflowClient
+
+    identity = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "test",
+                "GIT_COMMITTER_EMAIL": "test@example.com"}
+    env = {**env, **identity}
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-qm", "baseline"], project, env)
+    params, lock = (project / "params.yaml").read_bytes(), (project / "dvc.lock").read_bytes()
+    store = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    champion = store.get_model_version_by_alias("book-cover-clip", "champion").version
+    printed = run([sys.executable, "-m", "flows.bookcovers", "experiments", "--study", "sampler"], project, env)
+    assert "sampler: metrics/sampler_experiment.json" in printed, printed
+    answers = json.loads((project / "metrics" / "sampler_experiment.json").read_text())
+    assert set(answers["variants"]) == {"sampler-random", "sampler-balanced"} and answers["test_books"] > 10
+    assert answers["variants"]["sampler-balanced"]["batch_sampler"] == "balanced"
+    shown = json.loads(subprocess.run([dvc, "exp", "show", "--json"], cwd=project, env=env, capture_output=True, text=True).stdout)
+    names = {exp.get("name") for row in shown for exp in (row.get("experiments") or [])}
+    assert {"sampler-random", "sampler-balanced"} <= names, names
+    assert (project / "params.yaml").read_bytes() == params and (project / "dvc.lock").read_bytes() == lock
+    assert "up to date" in run([dvc, "status"], project, env)
+    assert store.get_model_version_by_alias("book-cover-clip", "champion").version == champion
+
+
 def test_flow_then_dvc_status_clean_repro_reruns_only_what_changed(tmp_path: Path) -> None:
     write_tiny_project(tmp_path)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -152,6 +179,7 @@ def test_flow_then_dvc_status_clean_repro_reruns_only_what_changed(tmp_path: Pat
     assert "up to date" in run([dvc, "status"], tmp_path, env)
 
     assert_a_copied_project_uses_only_its_own_folder(tmp_path, env)
+    assert_experiments_leave_the_workspace_and_the_champion_as_they_were(tmp_path, env, dvc)
 
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["clip"]["epochs"] = 5

@@ -24,7 +24,11 @@ PLOT_ROWS = {
     "clip_loss.csv": "epoch,train_loss,val_loss,seconds,pairs_per_second\n1,4.1,4.0,20,400\n2,3.9,3.95,20,400\n",
     "clip_recall.csv": "metric,model,value\ntext_to_image_R@1,base,0.01\ntext_to_image_R@1,finetuned,0.03\n",
     "clip_title_similarity.csv": "cover,prompt,matches_cover,base,finetuned\nParis,Paris by X,True,0.1,0.3\nParis,Rome,False,0.1,0.0\n",
+    "clip_learning_curve.csv": ("train_fraction,train_pairs,text_to_image_R@10,image_to_text_R@10,zero_shot_category_accuracy\n"
+                                "0.1,80,0.02,0.02,0.1\n1.0,800,0.1,0.09,0.15\n"),  # bookcovers experiments
+    "caption_experiment.csv": "trained on | queried with,text_to_image_R@10\ntitle-author | title_only,0.1\n",
 }
+VEGA_PLOTS = 9  # the 6 CSV plots of the stages + dvc.yaml's top-level 3: loss curves, caption experiment, learning curve
 IMAGES = ("classifier_cv.png", "classifier_confusion.png", "clip_retrieval_gallery.png")
 
 
@@ -59,7 +63,7 @@ def test_the_template_inlines_every_script_and_dvc_uses_it(tmp_path: Path) -> No
     assert "{scripts}" not in template  # where DVC would add its CDN <script src=...> tags
     report = show_plots(plots_project(tmp_path)).read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]+src=", report), "the report loads a script from elsewhere"
-    assert report.count("vegaEmbed('#") == 7 and report.count('<img src="static/') == len(IMAGES)
+    assert report.count("vegaEmbed('#") == VEGA_PLOTS and report.count('<img src="static/') == len(IMAGES)
 
 
 def test_a_checksum_mismatch_is_never_inlined() -> None:
@@ -79,7 +83,7 @@ def test_every_plot_renders_offline_in_a_browser(tmp_path: Path, browser) -> Non
     drawn = ("return arguments[0].filter(id => document.querySelector('#' + id + ' canvas, #' + id + ' svg.marks')).length")
     WebDriverWait(browser, 60).until(lambda b: b.execute_script(drawn, vega_ids) == len(vega_ids))
     loaded = browser.execute_script("return [...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
-    assert len(vega_ids) == 7 and loaded == len(IMAGES)  # all 10 plots of dvc.yaml
+    assert len(vega_ids) == VEGA_PLOTS and loaded == len(IMAGES)  # all 12 plots of dvc.yaml
     screenshots = screenshot_dir(tmp_path)
     browser.set_window_size(1280, 4000)
     assert browser.save_screenshot(str(screenshots / "plots_report.png"))

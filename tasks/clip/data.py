@@ -39,6 +39,12 @@ def book_split(book_id: str, val_fraction: float, test_fraction: float) -> str:
     return "train"
 
 
+def in_training_fraction(book_id: str, fraction: float) -> bool:
+    """Whether a training book is in the first `fraction` of them, by a hash of its own (independent of the
+    split's): the 10 % are inside the 25 %, inside the 50 %, so a learning curve adds books, never swaps them."""
+    return fraction >= 1.0 or int(hashlib.md5(f"fraction:{book_id}".encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
 def with_splits(books: pd.DataFrame, val_fraction: float, test_fraction: float) -> pd.DataFrame:
     books = books.copy()
     books["split"] = [book_split(book_id, val_fraction, test_fraction) for book_id in books["book_id"]]

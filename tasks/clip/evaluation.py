@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tasks.clip.gallery import retrieval_gallery
 from tasks.clip.model import SMALL, ClipBundle, embed_images, embed_texts, initial_bundle, load_saved_clip, pick_device
 from tasks.clip.shards import CoverShards, labeled_shards
 from tasks.clip.towers import TOWERS, embed_tower_features
+from tasks.genre.labeling import make_captions
 from tasks.inputs.taxonomy import readable_category
 from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.platform.outputs import write_json
@@ -88,6 +90,13 @@ def score_model(bundle: ClipBundle, covers: TestCovers, books: pd.DataFrame, cfg
     if by_genre:  # across genres: the balanced sampler is meant to lower it
         metrics[f"genre_text_to_image_R@{max(cfg.recall_k)}_std"] = float(np.std(list(by_genre.values())))
     return metrics, image_embeds
+
+
+def query_recall(bundle: ClipBundle, image_embeds: np.ndarray, books: pd.DataFrame, cfg: EvaluateSettings) -> dict[str, dict[str, float]]:
+    """Recall@k both ways with each of evaluate.query_templates as the texts (e.g. a title alone, a title + genre)."""
+    return {name: recall_at_k(image_embeds @ embed_texts(bundle, make_captions(books, template).tolist(), cfg.batch_size).T,
+                              cfg.recall_k)
+            for name, template in cfg.query_templates.items()}
 
 
 def title_similarity_table(bundles: dict[str, ClipBundle], embeds: dict[str, np.ndarray], books: pd.DataFrame, count: int) -> pd.DataFrame:
@@ -177,6 +186,10 @@ def _decide(settings: Settings, mlflow_client: MlflowClient, version: str, tuned
     """
     cfg, registry = settings.evaluate, settings.mlflow
     name, alias = registry.clip_model_name, registry.champion_alias
+    experiment = os.environ.get("DVC_EXP_NAME")
+    if experiment:  # `dvc exp run` (bookcovers experiments): a variant is measured, never made champion
+        return keep_as_challenger(mlflow_client, name, alias, version, f"DVC experiment {experiment}: experiments never move "
+                                  f"@{alias}; `bookcovers promote clip {version}` does it by hand")
     current = champion_version(mlflow_client, name, alias)
     if current == version:  # re-evaluating the champion itself: keep it
         return promote_if_better(mlflow_client, name, alias, version, tuned_score, None, cfg.select_metric, "the champion itself")
@@ -220,8 +233,10 @@ def evaluate(settings: Settings) -> dict[str, object]:
     mlflow_client = client()
     promotion = _decide(settings, mlflow_client, trained["registered_version"], tuned_metrics[cfg.select_metric],
                         base_metrics[cfg.select_metric], books, covers)
+    queries = {"base": query_recall(base, base_embeds, books, cfg), "finetuned": query_recall(finetuned, tuned_embeds, books, cfg)}
     report = {"test_books": len(books), "select_metric": cfg.select_metric, "base_model": base_description(settings.clip),
               "chance": chance_levels(len(books), cfg.recall_k), "base": base_metrics, "finetuned": tuned_metrics,
+              "queries": {name: {model: queries[model][name] for model in queries} for name in cfg.query_templates},
               "registry": promotion.as_dict()}
     _write_outputs(settings, report, table)
     tags = lineage_tags({"labeled_covers": paths.labeled_covers}, settings.data.source_label())
@@ -229,6 +244,9 @@ def evaluate(settings: Settings) -> dict[str, object]:
         for model_name, metrics in (("base", base_metrics), ("finetuned", tuned_metrics)):
             for key, value in metrics.items():
                 mlflow_client.log_metric(run_id, f"{model_name}_{key.replace('@', '_at_')}", value)
+            for style, style_metrics in queries[model_name].items():
+                for key, value in style_metrics.items():
+                    mlflow_client.log_metric(run_id, f"{model_name}_{style}_query_{key.replace('@', '_at_')}", value)
         mlflow_client.log_artifact(run_id, str(paths.metrics_dir / "clip.json"))
         mlflow_client.log_artifact(run_id, str(paths.plots_dir / "clip_title_similarity.csv"))
         mlflow_client.log_artifact(run_id, str(gallery))

@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.clip import checkpoints, data, distributed, loop, loss, model, sampling
 from tasks.clip.checkpoints import Checkpointer
-from tasks.clip.data import PairSet, split_frame, test_books_digest, with_splits
+from tasks.clip.data import PairSet, in_training_fraction, split_frame, test_books_digest, with_splits
 from tasks.clip.distributed import DistContext, barrier, init_distributed
 from tasks.clip.launcher import TrainingResult, check_devices, launch_dir, launch_torchrun
 from tasks.clip.loop import EpochRecord, mean_loss, train
@@ -111,6 +111,9 @@ def training_splits(settings: Settings, shards: CoverShards) -> tuple[pd.DataFra
     cfg = settings.clip
     books = with_splits(shards.usable(), cfg.val_fraction, cfg.test_fraction)
     train_books, val_books = split_frame(books, "train"), split_frame(books, "val")
+    if cfg.train_fraction < 1.0:  # the learning curve: fewer training books, the same validation and test books
+        train_books = train_books[[in_training_fraction(b, cfg.train_fraction) for b in train_books["book_id"]]]
+        log.info("clip.train_fraction %.2f: %d training books", cfg.train_fraction, len(train_books))
     test_books, needed_for_recall = split_frame(books, "test"), max(settings.evaluate.recall_k)
     if len(train_books) < 2 or len(val_books) < 2 or len(test_books) <= needed_for_recall:
         raise DataQualityError(

@@ -195,6 +195,7 @@ class ClipSettings(Section):
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(64, ge=2)
     batch_sampler: Literal["random", "balanced"] = "random"  # balanced: each batch ~equal covers per predicted genre
+    train_fraction: float = Field(1.0, gt=0, le=1)  # the learning curve: train on this share of the training books
     learning_rate: float = Field(5e-4, gt=0)
     weight_decay: float = Field(1.0, ge=0)
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
@@ -224,6 +225,9 @@ class ClipSettings(Section):
 class EvaluateSettings(Section):
     recall_k: list[int] = Field(default=[1, 5, 10], min_length=1)
     zero_shot_template: str = "a book cover of {category}"
+    # Recall with the queries a user types, whatever the captions were trained on: a title alone, and a
+    # title with its predicted genre (the book-cover paper's untested hypothesis). Fields as labeling's.
+    query_templates: dict[str, str] = {"title_only": "{title} by {author}", "title_genre": "{title} by {author}, {genre}"}
     sample_covers: int = Field(3, ge=1)
     select_metric: str = "mean_recall"
     batch_size: int = Field(128, ge=1)
@@ -240,6 +244,12 @@ class EvaluateSettings(Section):
             self.zero_shot_template.format(category="c")
         except (KeyError, IndexError) as error:
             raise ValueError(f"zero_shot_template may use {{category}} only; got {error}") from error
+        for name, template in self.query_templates.items():
+            try:
+                template.format(title="t", author="a", genre="g", category="c", probability=1.0)
+            except (KeyError, IndexError, ValueError) as error:
+                raise ValueError(f"query_templates.{name} may use {{title}}, {{author}}, {{genre}}, {{category}}, "
+                                 f"{{probability}}; got {error}") from error
         return self
 
 
