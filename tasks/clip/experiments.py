@@ -139,8 +139,11 @@ def run_studies(settings: Settings, studies: tuple[str, ...] = STUDIES) -> dict[
     require_clean_baseline()
     chosen = variants(settings, studies)
     baseline = (settings.labeling.caption_template, settings.clip.batch_sampler, settings.clip.train_fraction)
-    # The variants equal to params.yaml first: DVC has nothing to rerun for them while the workspace is the baseline.
-    order = sorted(chosen, key=lambda v: (v.caption_template, v.batch_sampler, v.train_fraction) != baseline)
+    # The variants equal to params.yaml first (DVC has nothing to rerun while the workspace is the baseline), then
+    # those with its captions (their labels and shards are the baseline's), the other captions last: each caption
+    # change reruns the labeling and the shards' image features.
+    order = sorted(chosen, key=lambda v: ((v.caption_template, v.batch_sampler, v.train_fraction) != baseline,
+                                          v.caption_template != baseline[0]))
     saved = SavedWorkspace(settings)
     results: dict[str, dict[str, object]] = {}
     try:
