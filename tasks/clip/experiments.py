@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +80,9 @@ def _dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     executable = dvc_executable()
     if executable is None:
         raise ExperimentError("no dvc executable beside this Python or on PATH; `make setup` installs it")
-    done = subprocess.run([executable, *args], capture_output=True, text=True)
+    # The stages' `python -m flows.<stage>` must find this environment's Python, whatever PATH the caller had.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    done = subprocess.run([executable, *args], capture_output=True, text=True, env={**os.environ, "PATH": path})
     if check and done.returncode != 0:
         raise ExperimentError(f"dvc {' '.join(args[:2])} failed: {(done.stderr or done.stdout).strip()[-1500:]}")
     return done
