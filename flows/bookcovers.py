@@ -195,7 +195,7 @@ def run_experiments(args: argparse.Namespace) -> None:
 
     from tasks.clip.experiments import STUDIES, run_studies
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("tasks").setLevel(logging.INFO)  # each `dvc exp run` as it starts (Prefect's console handler prints it)
     written = run_studies(load_settings(args.params), tuple(args.study or STUDIES))
     print("\n".join(f"{study}: {path}" for study, path in written.items()))
     print("every variant: `dvc exp show`; the curve: `make plots`")
