@@ -15,6 +15,8 @@ QUIET_OFFLINE_DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks",
+    # Commands that are not flows (bookcovers experiments, search) log through the same loggers: to the console only.
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     "GIT_PYTHON_REFRESH": "quiet",
     # A tracking server that goes away mid-stage fails the stage in ~10 s instead of MLflow's
     # default of 7 retries with a doubling backoff (minutes); Prefect's task retries take over.
