@@ -35,8 +35,8 @@ COMMANDS_HELP = {
            "metrics/, plots/, MLflow runs and registry versions, and commits the outputs to DVC",
     "stage": "run one stage as its own Prefect flow, as `dvc repro` does; writes that stage's DVC outputs",
     "search": "print the covers closest to a title (within its predicted or a chosen genre), or a cover's genre and the "
-              "closest titles; reads the cover index. Each call loads both champions first (tens of seconds on 2 CPU "
-              "cores); for many queries use `bookcovers serve`, which loads them once",
+              "closest titles; reads the cover index. Each call loads both champions first (about 10 s on 2 CPU cores "
+              "with the towers CLIP); for many queries use `bookcovers serve`, which loads them once",
     "zero-shot": "print, for each cover, the probability of each of your labels (\"Romance, Travel, Cookbooks\"), by the "
                  "CLIP that built the cover index, prompting search.label_prompt_template (\"a book cover of {label}\"); "
                  "reads the cover index's CLIP, writes nothing",
