@@ -67,7 +67,7 @@ def test_an_experiment_run_registers_a_challenger_and_never_moves_the_champion(p
     from tasks.clip.evaluation import _decide
     from tasks.platform.registry import champion_version
 
-    store = MlflowClient(tracking_uri=f"sqlite:///{project_dir / 'mlflow.db'}")
+    store = MlflowClient(tracking_uri=f"sqlite:///{project_dir / 'mlflow.db'}", registry_uri=f"sqlite:///{project_dir / 'mlflow.db'}")
     store.create_registered_model("book-cover-clip")
     for _ in range(2):
         store.create_model_version("book-cover-clip", source=str(project_dir))

@@ -94,7 +94,7 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
 def training_runs(project: Path) -> dict[str, int]:
     from mlflow.tracking import MlflowClient
 
-    store = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    store = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}", registry_uri=f"sqlite:///{project / 'mlflow.db'}")
     runs = store.search_runs([e.experiment_id for e in store.search_experiments()])
     return {name: sum(r.info.run_name == name for r in runs) for name in ("train-classifier", "fine-tune-clip")}
 
@@ -134,7 +134,7 @@ def assert_experiments_leave_the_workspace_and_the_champion_as_they_were(project
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "baseline"], project, env)
     params, lock = (project / "params.yaml").read_bytes(), (project / "dvc.lock").read_bytes()
-    store = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    store = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}", registry_uri=f"sqlite:///{project / 'mlflow.db'}")
     champion = store.get_model_version_by_alias("book-cover-clip", "champion").version
     printed = run([sys.executable, "-m", "flows.bookcovers", "experiments", "--study", "sampler"], project, env)
     assert "sampler: metrics/sampler_experiment.json" in printed, printed

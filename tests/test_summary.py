@@ -62,7 +62,7 @@ def test_the_summary_reads_the_champion_from_the_registry_not_from_the_run_recor
     assert "book-cover-clip: v1 kept as challenger; @champion = none yet" in summary
     assert not (project_dir / "mlflow.db").exists()  # reading the registry created no store
 
-    store = MlflowClient(tracking_uri=f"sqlite:///{project_dir / 'mlflow.db'}")
+    store = MlflowClient(tracking_uri=f"sqlite:///{project_dir / 'mlflow.db'}", registry_uri=f"sqlite:///{project_dir / 'mlflow.db'}")
     store.create_registered_model("book-cover-clip")
     for _ in range(2):
         store.create_model_version("book-cover-clip", source=str(project_dir))
