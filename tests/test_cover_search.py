@@ -191,8 +191,8 @@ def test_zero_shot_scores_every_given_label_and_nothing_else(search: CoverSearch
     from tasks.search.zero_shot import ZeroShotLabels
 
     scores = ZeroShotLabels(search.bundle, "a book cover of {label}").score(png("red"), ["Romance", "Travel", "Cookbooks"])
-    assert sorted(label for label, _ in scores.labels) == ["Cookbooks", "Romance", "Travel"]
-    probabilities = [p for _, p in scores.labels]
+    assert sorted(label for label, _ in scores) == ["Cookbooks", "Romance", "Travel"]
+    probabilities = [p for _, p in scores]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1.0, abs=1e-5)
 
 

@@ -280,6 +280,12 @@ def embed_images(bundle: ClipBundle, images: np.ndarray, batch_size: int = 256) 
     return torch.cat(parts).numpy() if parts else np.zeros((0, bundle.model.config.projection_dim), np.float32)
 
 
+def prompt_probabilities(bundle: ClipBundle, prompt_embeds: np.ndarray, image_embed: np.ndarray) -> np.ndarray:
+    """Zero-shot: the softmax over the prompts of their similarity to one cover, at the model's temperature."""
+    logits = torch.from_numpy(np.ascontiguousarray(prompt_embeds @ image_embed)) * bundle.model.logit_scale.exp().item()
+    return torch.softmax(logits, dim=0).numpy()
+
+
 def embed_image_paths(bundle: ClipBundle, paths: list[Path]) -> np.ndarray:
     images = np.stack([load_cover(path, bundle.image_size) for path in paths]) if paths else np.zeros((0, 1, 1, 3), np.uint8)
     return embed_images(bundle, images)

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
+from tasks.platform.settings import SearchSettings
 from tasks.search.engine import MAX_UPLOAD_BYTES, CoverSearch, Hit, SearchInputError
 from tasks.search.queries import parse_labels
 from tasks.search.zero_shot import ZeroShotLabels
@@ -97,9 +98,10 @@ def _hits(hits: list[Hit]) -> list[dict[str, object]]:
 
 
 def create_app(search: CoverSearch, labels: ZeroShotLabels | None = None) -> FastAPI:
-    """The page over a loaded search; `labels` scores the user's own labels (by default with the index's CLIP)."""
+    """The page over a loaded search; `labels` scores the user's own labels with the same CLIP as `search` (the
+    upload is embedded once, by the search)."""
     app = FastAPI(title="Book cover search")
-    labels_scorer = labels or ZeroShotLabels(search.bundle, "a book cover of {label}")
+    labels_scorer = labels or ZeroShotLabels(search.bundle, SearchSettings().label_prompt_template)
 
     @app.exception_handler(SearchInputError)
     async def refused(_: Request, error: SearchInputError) -> JSONResponse:
@@ -126,7 +128,7 @@ def create_app(search: CoverSearch, labels: ZeroShotLabels | None = None) -> Fas
             raise SearchInputError(f"the file is over {MAX_UPLOAD_BYTES // 2**20} MiB; upload a smaller cover")
         own = parse_labels(labels) if labels.strip() else None
         result = search.by_cover(data, k)
-        genres = labels_scorer.score(data, own).labels if own else result.genres
+        genres = labels_scorer.score_embedding(result.embedding, own) if own else result.genres
         return {"genres": genres, "own_labels": own is not None, "hits": _hits(result.hits)}
 
     @app.get("/cover/{row}")

@@ -17,11 +17,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from tasks.clip.model import embed_images, embed_texts, load_saved_clip, square_cover
+from tasks.clip.model import embed_images, embed_texts, load_saved_clip, prompt_probabilities, square_cover
 from tasks.inputs.images import cover_rgb, pixel_limit
 from tasks.platform.errors import InputFileError, ModelLoadError
 from tasks.platform.settings import Settings
@@ -57,6 +56,7 @@ class TitleResult:
 class CoverResult:
     genres: list[tuple[str, float]]  # zero-shot, most likely first
     hits: list[Hit]  # the closest titles
+    embedding: np.ndarray | None = None  # the cover's, so other prompts can score it without embedding it again
 
 
 class CoverSearch:
@@ -103,10 +103,9 @@ class CoverSearch:
     def by_cover(self, data: bytes, k: int = 5) -> CoverResult:
         k = _checked_k(k)
         vector = embed_images(self.bundle, decoded_upload(data, self.bundle.image_size))[0]
-        logits = torch.tensor(self.genre_prompts @ vector) * self.bundle.model.logit_scale.exp().item()
-        probabilities = torch.softmax(logits, dim=0).numpy()
+        probabilities = prompt_probabilities(self.bundle, self.genre_prompts, vector)
         order = np.argsort(-probabilities)[:5]
-        return CoverResult([(self.genres[i], float(probabilities[i])) for i in order], self._top(self.captions, vector, k))
+        return CoverResult([(self.genres[i], float(probabilities[i])) for i in order], self._top(self.captions, vector, k), vector)
 
     def cover_path(self, row: int) -> Path:
         if not 0 <= row < len(self.books):

@@ -8,20 +8,12 @@ The probabilities are a softmax over the given labels only, so they answer "whic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import torch
 
-from tasks.clip.model import ClipBundle, embed_images, embed_texts, load_saved_clip
+from tasks.clip.model import ClipBundle, embed_images, embed_texts, load_saved_clip, prompt_probabilities
 from tasks.platform.errors import InputFileError
 from tasks.platform.settings import Settings
 from tasks.search.engine import decoded_upload
-
-
-@dataclass(frozen=True)
-class LabelScores:
-    labels: list[tuple[str, float]]  # every given label, most likely first
 
 
 class ZeroShotLabels:
@@ -37,10 +29,13 @@ class ZeroShotLabels:
             raise InputFileError(f"{folder}: no CLIP beside the cover index; run the index_covers stage (`make run`)")
         return cls(load_saved_clip(folder, settings.clip.device), settings.search.label_prompt_template)
 
-    def score(self, image_bytes: bytes, labels: list[str]) -> LabelScores:
-        image = embed_images(self.bundle, decoded_upload(image_bytes, self.bundle.image_size))[0]
+    def score(self, image_bytes: bytes, labels: list[str]) -> list[tuple[str, float]]:
+        """Every given label with its probability, most likely first."""
+        return self.score_embedding(embed_images(self.bundle, decoded_upload(image_bytes, self.bundle.image_size))[0], labels)
+
+    def score_embedding(self, image_embed: np.ndarray, labels: list[str]) -> list[tuple[str, float]]:
+        """The same for a cover already embedded by this CLIP (the page's upload, embedded once for its search)."""
         prompts = embed_texts(self.bundle, [self.prompt_template.format(label=label) for label in labels])
-        logits = torch.from_numpy(prompts @ image) * self.bundle.model.logit_scale.exp().item()
-        probabilities = torch.softmax(logits, dim=0).numpy()
+        probabilities = prompt_probabilities(self.bundle, prompts, image_embed)
         order = np.argsort(-probabilities, kind="stable")
-        return LabelScores([(labels[i], float(probabilities[i])) for i in order])
+        return [(labels[i], float(probabilities[i])) for i in order]
