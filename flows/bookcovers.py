@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tasks.platform.errors import UserError
-from tasks.platform.settings import DEFAULT_PARAMS_FILE, SettingsError, load_settings
+from tasks.platform.settings import DEFAULT_PARAMS_FILE, Settings, SettingsError, load_settings
 
 # DVC stage name -> the module under flows/ whose `<name>_flow` runs it (dvc.yaml's cmd is `python -m flows.<name>`).
 STAGE_NAMES = ("generate", "validate", "train_classifier", "label_covers", "shard_covers", "finetune_clip", "evaluate",
@@ -106,23 +106,22 @@ def check_params(args: argparse.Namespace, data_root: bool = True) -> None:
 def run_pipeline(args: argparse.Namespace) -> None:
     check_params(args)
     from flows.pipeline import pipeline
-    from flows.runner import data_root_exists, run_flow
+    from flows.runner import run_flow
     from tasks.platform.summary import render_summary
 
-    run_flow(pipeline, ["--params", args.params, *args.overrides], report=render_summary,
-             check=data_root_exists)
+    run_flow(pipeline, ["--params", args.params, *args.overrides], report=render_summary)
 
 
 def run_stage(args: argparse.Namespace) -> None:
     check_params(args, data_root=args.name == "validate")
-    from flows.runner import data_root_exists, run_flow
+    from flows.runner import run_flow
 
     flow = getattr(importlib.import_module(f"flows.{args.name}"), f"{args.name}_flow")
-    run_flow(flow, ["--params", args.params, *args.overrides], check=data_root_exists if args.name == "validate" else None)
+    run_flow(flow, ["--params", args.params, *args.overrides])
 
 
 def search_covers(args: argparse.Namespace) -> None:
-    print_search(args, _cover_search(args.params))
+    print_search(args, _cover_search(load_settings(args.params)))
 
 
 def print_search(args: argparse.Namespace, search) -> None:  # noqa: ANN001  CoverSearch, imported late
@@ -155,8 +154,7 @@ def zero_shot_labels(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     scorer = ZeroShotLabels.from_settings(load_settings(args.params))
     for path, image in covers.items():
-        scores = scorer.score(image, labels)
-        print(f"{path}: " + ", ".join(f"{label} {p:.2f}" for label, p in scores.labels))
+        print(f"{path}: " + ", ".join(f"{label} {p:.2f}" for label, p in scorer.score(image, labels)))
 
 
 def serve_page(args: argparse.Namespace) -> None:
@@ -165,12 +163,13 @@ def serve_page(args: argparse.Namespace) -> None:
     from tasks.search.app import create_app
     from tasks.search.zero_shot import ZeroShotLabels
 
-    search = _cover_search(args.params)
-    labels = ZeroShotLabels(search.bundle, load_settings(args.params).search.label_prompt_template)
+    settings = load_settings(args.params)
+    search = _cover_search(settings)
+    labels = ZeroShotLabels(search.bundle, settings.search.label_prompt_template)
     uvicorn.run(create_app(search, labels), host=args.host, port=args.port, log_level="warning")
 
 
-def _cover_search(params: str):  # noqa: ANN202  CoverSearch, imported late (torch, MLflow)
+def _cover_search(settings: Settings):  # noqa: ANN202  CoverSearch, imported late (torch, MLflow)
     import torch
 
     from tasks.platform.local_store import follow_project_folder
@@ -181,7 +180,7 @@ def _cover_search(params: str):  # noqa: ANN202  CoverSearch, imported late (tor
     # One query at a time is too small to share between threads; a second thread only adds
     # wake-up latency (p95 ~80 ms instead of ~12 ms at 100k covers, `make bench-search`).
     torch.set_num_threads(1)
-    return CoverSearch.from_settings(load_settings(params))
+    return CoverSearch.from_settings(settings)
 
 
 def run_ui(args: argparse.Namespace) -> None:
