@@ -18,7 +18,6 @@ from tasks.clip.checkpoints import LATEST, Checkpointer, best_name
 from tasks.clip.data import PairSet, book_split, load_images, with_splits
 from tasks.clip.evaluation import recall_at_k
 from tasks.clip.loop import train
-from tasks.clip.sampling import random_batches as batches
 from tasks.clip.loss import MAX_LOGIT_SCALE, contrastive_loss
 from tasks.clip.model import (
     ClipBundle,
@@ -35,6 +34,7 @@ from tasks.clip.model import (
     tokenize,
     train_tokenizer,
 )
+from tasks.clip.sampling import random_batches as batches
 from tasks.platform.settings import ClipSettings, SmallClipSettings
 
 SMALL = SmallClipSettings(image_size=32, patch_size=8, hidden_size=32, layers=1, heads=2,

@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import PROJECT_ROOT, needs_browser, screenshot_dir
+from PIL import Image
 
 # A few rows with the columns each stage writes (tasks/genre/report.py, tasks/clip/finetune.py, evaluation.py).
 PLOT_ROWS = {

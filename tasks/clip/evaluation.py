@@ -37,29 +37,25 @@ from tasks.platform.tracking import client, ensure_tracking_reachable, lineage_t
 log = logging.getLogger(__name__)
 
 
+def text_to_image_ranks(similarity: np.ndarray) -> np.ndarray:
+    """For each text (column), how many other covers score at least as high as its own (ties count against the
+    model; a NaN score, from a diverged model, finds nothing). On the transpose: each cover's rank among the texts."""
+    similarity = np.nan_to_num(similarity, nan=-np.inf)
+    diagonal = similarity[np.arange(len(similarity)), np.arange(len(similarity))]
+    return (similarity >= diagonal[None, :]).sum(axis=0) - 1
+
+
 def recall_at_k(similarity: np.ndarray, ks: list[int]) -> dict[str, float]:
     """Recall@k both ways for a square image x text similarity whose diagonal holds the true pairs."""
-    n = len(similarity)
-    if n == 0:
+    if len(similarity) == 0:
         return {}
-    similarity = np.nan_to_num(similarity, nan=-np.inf)  # a NaN score (a diverged model) finds nothing
-    diagonal = similarity[np.arange(n), np.arange(n)]
-    # Other texts (covers) scoring at least as high as the true one: ties count against the model.
-    image_rank = (similarity >= diagonal[:, None]).sum(axis=1) - 1
-    text_rank = (similarity >= diagonal[None, :]).sum(axis=0) - 1
+    image_rank, text_rank = text_to_image_ranks(similarity.T), text_to_image_ranks(similarity)
     metrics = {}
     for k in ks:
         metrics[f"image_to_text_R@{k}"] = float((image_rank < k).mean())
         metrics[f"text_to_image_R@{k}"] = float((text_rank < k).mean())
     metrics["mean_recall"] = float(np.mean(list(metrics.values())))
     return metrics
-
-
-def text_to_image_ranks(similarity: np.ndarray) -> np.ndarray:
-    """For each text (column), how many covers score at least as high as its own, minus itself."""
-    similarity = np.nan_to_num(similarity, nan=-np.inf)
-    diagonal = similarity[np.arange(len(similarity)), np.arange(len(similarity))]
-    return (similarity >= diagonal[None, :]).sum(axis=0) - 1
 
 
 def recall_by_genre(similarity: np.ndarray, genres: list[str], k: int, min_books: int = 5) -> dict[str, float]:

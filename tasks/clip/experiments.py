@@ -158,52 +158,49 @@ def run_studies(settings: Settings, studies: tuple[str, ...] = STUDIES) -> dict[
     return write_answers(settings, chosen, results)
 
 
-def _figures(result: dict[str, object], k: int) -> dict[str, float]:
-    tuned, queries = result["finetuned"], result["queries"]
-    figures = {f"text_to_image_R@{k}": tuned[f"text_to_image_R@{k}"], f"image_to_text_R@{k}": tuned[f"image_to_text_R@{k}"],
-               "zero_shot_category_accuracy": tuned["zero_shot_category_accuracy"]}
-    for style, metrics in queries.items():
-        figures[f"{style}_query_text_to_image_R@{k}"] = metrics["finetuned"][f"text_to_image_R@{k}"]
-    spread = next((value for key, value in tuned.items() if key.startswith("genre_text_to_image") and key.endswith("_std")), None)
-    if spread is not None:
-        figures["genre_recall_std"] = spread
+def _figures(result: dict[str, object], k: int, model: str = "finetuned") -> dict[str, float]:
+    """One model's figures in a variant's evaluation: recall both ways, zero-shot, each query style, the genre spread."""
+    metrics, queries = result[model], result["queries"]
+    figures = {f"text_to_image_R@{k}": metrics[f"text_to_image_R@{k}"], f"image_to_text_R@{k}": metrics[f"image_to_text_R@{k}"],
+               "zero_shot_category_accuracy": metrics["zero_shot_category_accuracy"]}
+    for style, by_model in queries.items():
+        figures[f"{style}_query_text_to_image_R@{k}"] = by_model[model][f"text_to_image_R@{k}"]
+    if f"genre_text_to_image_R@{k}_std" in metrics:
+        figures["genre_recall_std"] = metrics[f"genre_text_to_image_R@{k}_std"]
     return figures
 
 
 def write_answers(settings: Settings, chosen: list[Variant], results: dict[str, dict[str, object]]) -> dict[str, Path]:
-    """metrics/<study>_experiment.json per study (figures of every variant, the gallery, the base model) and the curve."""
+    """metrics/<study>_experiment.json per study (figures of every variant, the gallery, the base model) and the plots."""
     k = max(settings.evaluate.recall_k)
     written: dict[str, Path] = {}
+    rows_of: dict[str, dict[str, dict[str, object]]] = {}
     for study in dict.fromkeys(variant.study for variant in chosen):
-        rows = {v.name: {**{key: value for key, value in v.__dict__.items() if key != "study"},
-                         "train_pairs": results[v.name]["train_pairs"], "registered_version": results[v.name]["registered_version"],
-                         **_figures(results[v.name], k)}
-                for v in chosen if v.study == study}
+        rows = rows_of[study] = {
+            v.name: {**{key: value for key, value in v.__dict__.items() if key != "study"},
+                     "train_pairs": results[v.name]["train_pairs"], "registered_version": results[v.name]["registered_version"],
+                     **_figures(results[v.name], k)}
+            for v in chosen if v.study == study}
         first = results[next(iter(rows))]
-        path = settings.paths.metrics_dir / f"{study}_experiment.json"
-        write_json(path, {"test_books": first["test_books"], "chance_R@k": round(k / max(1, first["test_books"]), 6),
-                          "base": _figures({**first, "finetuned": first["base"],
-                                            "queries": {s: {"finetuned": m["base"]} for s, m in first["queries"].items()}}, k),
-                          "variants": rows})
-        written[study] = path
-    if "caption" in written:
-        variants_ = json.loads(written["caption"].read_text(encoding="utf-8"))["variants"]
+        written[study] = settings.paths.metrics_dir / f"{study}_experiment.json"
+        write_json(written[study], {"test_books": first["test_books"], "chance_R@k": round(k / max(1, first["test_books"]), 6),
+                                    "base": _figures(first, k, model="base"), "variants": rows})
+    if "caption" in rows_of:
         queries = [("its own captions", f"text_to_image_R@{k}"),
                    *((style, f"{style}_query_text_to_image_R@{k}") for style in settings.evaluate.query_templates)]
         frame = pd.DataFrame([{"trained on | queried with": f"{name.removeprefix('caption-')} | {label}",
                                f"text_to_image_R@{k}": row[key]}
-                              for name, row in variants_.items() for label, key in queries if key in row])
-        plot = settings.paths.plots_dir / "caption_experiment.csv"
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(plot, index=False)
-        written["caption_plot"] = plot
-    if "learning_curve" in written:
-        curve = json.loads(written["learning_curve"].read_text(encoding="utf-8"))["variants"]
-        frame = pd.DataFrame([{"train_fraction": row["train_fraction"], "train_pairs": row["train_pairs"],
-                               f"text_to_image_R@{k}": row[f"text_to_image_R@{k}"], f"image_to_text_R@{k}": row[f"image_to_text_R@{k}"],
-                               "zero_shot_category_accuracy": row["zero_shot_category_accuracy"]} for row in curve.values()])
-        plot = settings.paths.plots_dir / "clip_learning_curve.csv"
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        frame.sort_values("train_fraction").to_csv(plot, index=False)
-        written["learning_curve_plot"] = plot
+                              for name, row in rows_of["caption"].items() for label, key in queries if key in row])
+        written["caption_plot"] = _write_plot(frame, settings.paths.plots_dir / "caption_experiment.csv")
+    if "learning_curve" in rows_of:
+        columns = ["train_fraction", "train_pairs", f"text_to_image_R@{k}", f"image_to_text_R@{k}", "zero_shot_category_accuracy"]
+        frame = pd.DataFrame([{column: row[column] for column in columns} for row in rows_of["learning_curve"].values()])
+        written["learning_curve_plot"] = _write_plot(frame.sort_values("train_fraction"),
+                                                     settings.paths.plots_dir / "clip_learning_curve.csv")
     return written
+
+
+def _write_plot(frame: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path

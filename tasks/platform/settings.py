@@ -136,6 +136,15 @@ class ClassifierSettings(Section):
         return candidates
 
 
+def caption_fields_known(template: str, name: str) -> str:
+    """A caption or query template may use the fields a labeled book has; anything else fails at load."""
+    try:
+        template.format(title="t", author="a", genre="g", category="c", probability=0.5)
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"{name} may use {{title}}, {{author}}, {{genre}}, {{category}}, {{probability}} only; got {error}") from error
+    return template
+
+
 class LabelingSettings(Section):
     caption_template: str = "{title} by {author}, {genre}"
     category_mapping: Path = Path("config/category_mapping.yaml")
@@ -143,13 +152,7 @@ class LabelingSettings(Section):
     @field_validator("caption_template")
     @classmethod
     def _template_fields_known(cls, template: str) -> str:
-        try:
-            template.format(title="t", author="a", genre="g", category="c", probability=0.5)
-        except (KeyError, IndexError) as error:
-            raise ValueError(
-                f"caption_template may use {{title}}, {{author}}, {{genre}}, {{category}}, {{probability}} only; got {error}"
-            ) from error
-        return template
+        return caption_fields_known(template, "caption_template")
 
 
 class SmallClipSettings(Section):
@@ -245,11 +248,7 @@ class EvaluateSettings(Section):
         except (KeyError, IndexError) as error:
             raise ValueError(f"zero_shot_template may use {{category}} only; got {error}") from error
         for name, template in self.query_templates.items():
-            try:
-                template.format(title="t", author="a", genre="g", category="c", probability=1.0)
-            except (KeyError, IndexError, ValueError) as error:
-                raise ValueError(f"query_templates.{name} may use {{title}}, {{author}}, {{genre}}, {{category}}, "
-                                 f"{{probability}}; got {error}") from error
+            caption_fields_known(template, f"query_templates.{name}")
         return self
 
 
