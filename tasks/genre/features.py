@@ -25,7 +25,7 @@ from tasks.platform.pretrained import BUNDLED_MINILM, minilm_path
 log = logging.getLogger(__name__)
 
 _ISOLATED_VECTORS: dict[tuple[str, str], np.ndarray] = {}  # filled on first use, per process
-BLOCK_NAMES = ("title_words", "title_chars", "author", "title_embedding")
+BLOCK_NAMES = ("title_words", "title_chars", "author", "title_embedding", "title_author_text")
 MAX_TITLE_TOKENS = 48
 
 
@@ -318,10 +318,31 @@ def block_transformer(name: str, settings: object) -> TransformerMixin:
     if name == "title_embedding":
         return SentenceEncoder(settings.sentence_encoder, settings.sentence_encoder_mode,
                                settings.distill_titles, seed=settings.seed)
+    if name == "title_author_text":
+        return TextPairs()
     raise ValueError(f"unknown feature block {name!r}; choose from {', '.join(BLOCK_NAMES)}")
 
 
-BLOCK_COLUMN = {"title_words": "title", "title_chars": "title", "author": "author", "title_embedding": "title"}
+BLOCK_COLUMN = {"title_words": "title", "title_chars": "title", "author": "author", "title_embedding": "title",
+                "title_author_text": ["title", "author"]}
+
+
+class TextPairs(BaseEstimator, TransformerMixin):
+    """The raw (title, author) pairs, for a candidate that tokenizes text itself (the fine-tuned MiniLM)."""
+
+    def fit(self, pairs: Sequence[Sequence[str]], y: object = None) -> TextPairs:
+        return self
+
+    def transform(self, pairs: Sequence[Sequence[str]]) -> np.ndarray:
+        return np.asarray(pairs, dtype=object).reshape(-1, 2)
+
+
+def block_input(frame: pd.DataFrame, name: str) -> list:
+    """What a block's transformer reads: one text column as a list, or several as a list of rows."""
+    columns = BLOCK_COLUMN[name]
+    if isinstance(columns, str):
+        return frame[columns].tolist()
+    return frame[columns].to_numpy(dtype=object).tolist()
 
 
 class FeatureBlocks:
@@ -337,7 +358,7 @@ class FeatureBlocks:
         for name in names:
             started = time.perf_counter()
             transformer = block_transformer(name, settings)
-            matrices[name] = transformer.fit_transform(frame[BLOCK_COLUMN[name]].tolist())
+            matrices[name] = transformer.fit_transform(block_input(frame, name))
             transformers[name] = transformer
             log.info("feature block %s: %s in %.1fs", name, matrices[name].shape, time.perf_counter() - started)
         return cls(transformers), matrices
@@ -346,7 +367,7 @@ class FeatureBlocks:
         return FeatureBlocks({name: self.transformers[name] for name in names})
 
     def transform(self, frame: pd.DataFrame) -> object:
-        return stack([self.transformers[name].transform(frame[BLOCK_COLUMN[name]].tolist()) for name in self.transformers])
+        return stack([self.transformers[name].transform(block_input(frame, name)) for name in self.transformers])
 
 
 def stack_blocks(matrices: dict[str, object], names: Sequence[str]) -> object:

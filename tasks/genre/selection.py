@@ -112,7 +112,7 @@ def _oof_scores(spec: CandidateSpec, params: Params, settings: object, data: CvD
     features = data.features(spec.blocks)
     # Threads, not processes: liblinear, BLAS and the forests release the GIL, and threads share
     # the feature matrices instead of copying them into every worker (which cost ~1 GiB at 207k rows).
-    per_fold = Parallel(n_jobs=settings.n_jobs, prefer="threads")(
+    per_fold = Parallel(n_jobs=settings.n_jobs if spec.parallel_folds else 1, prefer="threads")(
         delayed(_held_out_scores)(spec, params, settings, features, data.labels, train, held_out, data.n_classes)
         for train, held_out in data.folds)
     oof = np.zeros((len(data.labels), data.n_classes), dtype=np.float64)

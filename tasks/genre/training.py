@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from tqdm import tqdm
 
 from tasks.genre.champion import export_champion, identity_tags, judge, log_test_split
 from tasks.genre.features import (
@@ -137,19 +138,40 @@ def cv_data(train: pd.DataFrame, matrices: dict[str, object], classes: list[str]
 
 def _final_model(result: CandidateResult, settings: ClassifierSettings, blocks: FeatureBlocks,
                  matrices: dict[str, object], labels: np.ndarray, classes: list[str],
-                 results: dict[str, CandidateResult]) -> GenreModel | EnsembleModel:
-    """Refit the winner on every training row (both members, for the ensemble)."""
+                 results: dict[str, CandidateResult], fitted: dict[str, GenreModel]) -> GenreModel | EnsembleModel:
+    """Refit a candidate on every training row (both members, for the ensemble; each fitted once, kept in `fitted`)."""
     if result.members:
-        first, second = (_final_model(results[name], settings, blocks, matrices, labels, classes, results) for name in result.members)
+        first, second = (_final_model(results[name], settings, blocks, matrices, labels, classes, results, fitted)
+                         for name in result.members)
         return EnsembleModel((first, second), result.ensemble_weight, result.temperature)
-    started = time.perf_counter()
-    spec = candidate_specs(settings)[result.name]
-    features = blocks.subset(spec.blocks)
-    estimator = spec.build(result.best(settings.select_metric).params, settings)
-    estimator.fit(stack_blocks(matrices, spec.blocks), labels)
-    model = GenreModel(result.name, features, estimator, classes, result.temperature)
-    result.final_fit_seconds = time.perf_counter() - started
-    return model
+    if result.name not in fitted:
+        started = time.perf_counter()
+        spec = candidate_specs(settings)[result.name]
+        estimator = spec.build(result.best(settings.select_metric).params, settings)
+        estimator.fit(stack_blocks(matrices, spec.blocks), labels)
+        fitted[result.name] = GenreModel(result.name, blocks.subset(spec.blocks), estimator, classes, result.temperature)
+        result.final_fit_seconds = time.perf_counter() - started
+    return fitted[result.name]
+
+
+def final_models_on_test(winner: CandidateResult, contenders: list[CandidateResult], settings: ClassifierSettings,
+                         blocks: FeatureBlocks, matrices: dict[str, object], labels: np.ndarray, classes: list[str],
+                         test: pd.DataFrame) -> tuple[GenreModel | EnsembleModel, dict[str, dict[str, float]], np.ndarray]:
+    """Every contender refitted on the whole training split and scored on the test split, so the
+    README and metrics show each one's test figures beside its CV figures, not the winner's alone.
+
+    Only the winner (and its members) stay in memory: the others are dropped once scored.
+    """
+    results, fitted, test_scores = {r.name: r for r in contenders}, {}, {}
+    keep = {winner.name, *winner.members}
+    for result in tqdm(contenders, desc="test split", unit="model"):
+        model = _final_model(result, settings, blocks, matrices, labels, classes, results, fitted)
+        test_scores[result.name], predicted = score_on_test(model, test)
+        if result is winner:
+            winner_model, winner_predicted = model, predicted
+        for name in [name for name in fitted if name not in keep]:
+            del fitted[name]
+    return winner_model, test_scores, winner_predicted
 
 
 def score_on_test(model: GenreModel | EnsembleModel, test: pd.DataFrame) -> tuple[dict[str, float], np.ndarray]:
@@ -177,6 +199,8 @@ def _log_candidate(mlflow_client: MlflowClient, name: str, summary: dict[str, ob
             mlflow_client.log_metric(run_id, f"cv_{key}", value)
         for key, value in summary["calibration"].items():
             mlflow_client.log_metric(run_id, f"calibration_{key}", value)
+        for key, value in summary.get("test", {}).items():
+            mlflow_client.log_metric(run_id, f"test_{key}", value)
         mlflow_client.log_metric(run_id, "search_seconds", summary["search_seconds"])
         mlflow_client.log_dict(run_id, summary["search"], "search.json")
 
@@ -208,10 +232,10 @@ def train_and_select(settings: Settings) -> dict[str, object]:
     winner, contenders, left_out_ensemble = choose_winner(results, ensemble, metric)
     search_seconds = time.perf_counter() - started - features_seconds
     labels = pd.Categorical(train["genre"], categories=classes).codes.astype(np.int64)
-    model = _final_model(winner, cfg, blocks, matrices, labels, classes, {r.name: r for r in results})
-    test_metrics, predicted = score_on_test(model, test)
+    model, test_by_candidate, predicted = final_models_on_test(winner, contenders, cfg, blocks, matrices, labels, classes, test)
+    test_metrics = test_by_candidate[winner.name]
     log.info("selected %s: CV %s %.4f, test %s", winner.name, metric, winner.score(metric), test_metrics)
-    summaries = {r.name: r.summary(metric, data.labels) for r in contenders}
+    summaries = {r.name: r.summary(metric, data.labels) | {"test": test_by_candidate[r.name]} for r in contenders}
     summaries_rejected = {r.name: r.summary(metric, data.labels) | {"kept": False} for r in [left_out_ensemble] if r}
     per_class = per_class_table(test["genre"], predicted, classes)
     report_paths = write_reports(settings.paths.plots_dir, summaries, test["genre"], predicted, classes, per_class)

@@ -100,14 +100,28 @@ class ValidateSettings(Section):
     workers: int = Field(2, ge=1)
 
 
-CandidateName = Literal["naive_bayes", "logistic_regression", "random_forest", "linear_svm", "minilm_linear"]
+CandidateName = Literal["naive_bayes", "logistic_regression", "random_forest", "linear_svm", "minilm_linear",
+                        "minilm_finetuned"]
+
+
+class FineTuneSettings(Section):
+    """The fine-tuned MiniLM candidate (`minilm_finetuned`): one fit per CV fold plus the final fit."""
+
+    budget_seconds: float = Field(600.0, gt=0)       # wall-clock limit of one fit; the best checkpoint so far is kept
+    max_epochs: int = Field(3, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    batch_size: int = Field(32, ge=2)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)  # of each fit's rows, for early stopping on validation loss
+    frozen_layers: int = Field(0, ge=0)               # >0: embeddings and the first N layers stay pretrained (faster on CPU)
+    max_tokens: int = Field(48, ge=8)
+    device: Literal["auto", "cpu", "cuda"] = "auto"   # auto: the GPU when there is one
 
 
 class ClassifierSettings(Section):
     candidates: list[CandidateName] = Field(min_length=1, default=[
         "naive_bayes",
         "logistic_regression",
-        "random_forest",
         "linear_svm",
         "minilm_linear",
     ])
@@ -125,6 +139,7 @@ class ClassifierSettings(Section):
     distill_titles: int = Field(20_000, ge=0)
     random_forest_features: int = Field(3000, ge=10)
     random_forest_trees: int = Field(60, ge=1)
+    finetune: FineTuneSettings = FineTuneSettings()
     n_jobs: int = Field(2, ge=1)
     seed: int = 0
 

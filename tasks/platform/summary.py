@@ -40,10 +40,13 @@ def _classifier(metrics: dict) -> list[str]:
              f"{metrics['selected']} by CV {metric}",
              f"  held-out test ({metrics['test_rows']} books): accuracy {test['accuracy']:.3f}, balanced accuracy "
              f"{test['balanced_accuracy']:.3f}, macro-F1 {test['f1_macro']:.3f}, calibration error {test.get('ece', 0):.3f}"]
+    lines.append(f"    {'candidate':20s} {'CV bal.acc':>10s} {'test bal.acc':>12s} {'test acc':>8s} {'test F1':>7s} {'seconds':>8s}")
     for name, result in metrics["candidates"].items():
-        cv = result["cv"]
-        lines.append(f"    {name:20s} CV acc {cv['accuracy_mean']:.3f}  bal.acc {cv['balanced_accuracy_mean']:.3f}  "
-                     f"macro-F1 {cv['f1_macro_mean']:.3f}  {result['search_seconds'] + result['final_fit_seconds']:.1f}s")
+        cv, held_out = result["cv"], result.get("test", {})
+        test_figures = " ".join(f"{held_out[key]:{width}.3f}" if key in held_out else f"{'-':>{width}s}"
+                                for key, width in (("balanced_accuracy", 12), ("accuracy", 8), ("f1_macro", 7)))
+        lines.append(f"    {name:20s} {cv['balanced_accuracy_mean']:10.3f} {test_figures} "
+                     f"{result['search_seconds'] + result['final_fit_seconds']:7.1f}s")
     return lines
 
 
