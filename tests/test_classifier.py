@@ -177,6 +177,11 @@ def test_stage_registers_the_winner_and_guards_the_champion(tiny_settings: Setti
     assert 0.0 < first["test"]["ece"] < 0.2
     assert set(first["test_per_class_f1"]) == set(pd.read_parquet(tiny_settings.paths.clean_listing)["genre"])
     assert first["registry"]["promoted"] is True
+    for name, candidate in first["candidates"].items():  # every contender is scored on the test split, not the winner only
+        assert 0.0 < candidate["test"]["balanced_accuracy"] <= 1.0, name
+    assert first["candidates"][first["selected"]]["test"] == first["test"]
+    cv_plot = pd.read_csv(tiny_settings.paths.plots_dir / "classifier_cv.csv")
+    assert set(cv_plot.loc[cv_plot["metric"] == "test_balanced_accuracy", "candidate"]) == set(first["candidates"])
     champion_record = (tiny_settings.paths.classifier_dir / "champion.json").read_bytes()
     second = train_and_select.fn(tiny_settings)
     assert second["registry"]["registered_version"] == "1"
@@ -245,3 +250,51 @@ def test_the_ensemble_competes_only_when_it_beats_the_best_single_candidate() ->
     assert winner.name == "linear_svm" and len(contenders) == 2 and left_out.name == "ensemble"
     nan_first = [result("naive_bayes", float("nan")), *singles]
     assert choose_winner(nan_first, None, "balanced_accuracy")[0].name == "linear_svm"
+
+
+def _skewed_oof(seed: int = 0) -> tuple[CvData, np.ndarray, np.ndarray]:
+    """Calibrated log-probabilities of a model that leans to a genre with 9x the rows of the other."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([0] * 900 + [1] * 100)
+    evidence = np.where(labels == 1, 1.0, -1.0) + rng.normal(0, 1.2, len(labels))
+    log_proba = np.log(softmax(np.column_stack([np.zeros(len(labels)), evidence]) + [[np.log(9), 0]], axis=1))
+    folds = [(np.flatnonzero(np.arange(len(labels)) % 2 != k), np.flatnonzero(np.arange(len(labels)) % 2 == k)) for k in (0, 1)]
+    log_prior = np.log([0.9, 0.1])
+    return CvData({}, labels, folds, 2), log_proba, log_prior
+
+
+def test_the_prior_shift_raises_balanced_accuracy_on_skewed_genres_and_is_chosen_by_cv() -> None:
+    from tasks.genre.models import PriorShiftedModel
+    from tasks.genre.selection import CandidateResult, SearchPoint, label_scores, shift_toward_balance
+
+    data, log_proba, log_prior = _skewed_oof()
+    folds = [label_scores(data.labels[h], log_proba[h].argmax(1)) for _, h in data.folds]
+    result = CandidateResult("linear_svm", "", [SearchPoint({}, folds, log_proba, 0.0)], oof_log_proba=log_proba)
+    before = result.score("balanced_accuracy")
+    shift_toward_balance(result, log_prior, data, "balanced_accuracy")
+    assert result.prior_shift > 0 and result.score("balanced_accuracy") > before + 0.05
+    summary = result.summary("balanced_accuracy", data.labels)
+    assert summary["prior_shift"] == result.prior_shift and summary["cv_before_prior_shift"]["balanced_accuracy_mean"] == before
+
+    class Fixed:
+        name, classes_ = "fixed", np.array(["big", "rare"])
+
+        def log_proba(self, frame: pd.DataFrame) -> np.ndarray:
+            return np.log(np.array([[0.8, 0.2]] * len(frame)))
+
+    shifted = PriorShiftedModel(Fixed(), log_prior, 1.0)
+    probabilities = shifted.predict_proba(pd.DataFrame({"title": ["x"]}))
+    assert np.isclose(probabilities.sum(), 1.0) and shifted.predict(pd.DataFrame({"title": ["x"]}))[0] == "rare"
+
+
+def test_no_prior_shift_is_kept_when_the_genres_are_balanced() -> None:
+    from tasks.genre.selection import CandidateResult, SearchPoint, shift_toward_balance
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 500)
+    log_proba = np.log(softmax(np.column_stack([np.zeros(1000), np.where(labels == 1, 1.0, -1.0) + rng.normal(0, 1, 1000)]), axis=1))
+    folds = [(np.flatnonzero(np.arange(1000) % 2 != k), np.flatnonzero(np.arange(1000) % 2 == k)) for k in (0, 1)]
+    data = CvData({}, labels, folds, 2)
+    result = CandidateResult("x", "", [SearchPoint({}, [{"balanced_accuracy": 0.0}], log_proba, 0.0)], oof_log_proba=log_proba)
+    shift_toward_balance(result, np.log([0.5, 0.5]), data, "balanced_accuracy")
+    assert result.prior_shift == 0.0 and result.shifted_fold_scores is None

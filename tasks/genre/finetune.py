@@ -193,11 +193,12 @@ class FineTunedMiniLM(BaseEstimator, ClassifierMixin):
 
     # -- pickling ----------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, object]:
-        """Weights, config and tokenizer travel inside the pickle, on the CPU, so any machine can load it."""
+        """Weights (as NumPy arrays, not torch objects), config and tokenizer travel inside the pickle,
+        so any machine can load it, with or without a GPU."""
         state = dict(self.__dict__)
         network = state.pop("network_", None)
         if network is not None:
-            state["weights_"] = {key: value.detach().cpu() for key, value in network.state_dict().items()}
+            state["weights_"] = {key: value.detach().float().cpu().numpy() for key, value in network.state_dict().items()}
             state["encoder_config_"] = network.encoder.config.to_dict()
             state["n_outputs_"] = network.head.out_features
         return state
@@ -208,12 +209,13 @@ class FineTunedMiniLM(BaseEstimator, ClassifierMixin):
         n_outputs = state.pop("n_outputs_", None)
         self.__dict__.update(state)
         if weights is not None:
+            import torch
             from transformers import AutoConfig, AutoModel
 
             encoder = AutoModel.from_config(AutoConfig.for_model(**config))
             self.device_ = pick_device("auto")
             self.network_ = _Classifier(encoder, n_outputs)
-            self.network_.load_state_dict(weights)
+            self.network_.load_state_dict({key: torch.from_numpy(value) for key, value in weights.items()})
             self.network_.to(self.device_).eval()
 
 

@@ -190,3 +190,18 @@ class EnsembleModel(_CalibratedClassifier):
     def log_proba(self, frame: pd.DataFrame) -> np.ndarray:
         first, second = (member.log_proba(frame) for member in self.members)
         return calibrated_log_proba(self.weight * first + (1 - self.weight) * second, self.temperature)
+
+
+class PriorShiftedModel(_CalibratedClassifier):
+    """A calibrated model with tau * log(training prior) taken off its log-probabilities (see
+    selection.shift_toward_balance): probabilities as if every genre were equally common."""
+
+    def __init__(self, model: GenreModel | EnsembleModel, log_prior: np.ndarray, shift: float) -> None:
+        self.name = model.name
+        self.model = model
+        self.classes_ = model.classes_
+        self.adjustment = shift * np.asarray(log_prior, dtype=np.float64)
+        self.shift = shift
+
+    def log_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return log_softmax(self.model.log_proba(frame) - self.adjustment, axis=1)

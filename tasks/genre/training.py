@@ -33,7 +33,7 @@ from tasks.genre.features import (
     author_tokens,  # noqa: F401  champions registered before 2026-11 unpickle it from here
     stack_blocks,
 )
-from tasks.genre.models import EnsembleModel, GenreModel, candidate_specs
+from tasks.genre.models import EnsembleModel, GenreModel, PriorShiftedModel, candidate_specs
 from tasks.genre.pyfunc import GenreClassifierModel, classifier_frame
 from tasks.genre.report import per_class_table, write_reports
 from tasks.genre.selection import (
@@ -44,6 +44,7 @@ from tasks.genre.selection import (
     label_scores,
     probability_scores,
     search,
+    shift_toward_balance,
 )
 from tasks.inputs.readers import normalized_text
 from tasks.inputs.taxonomy import AMAZON_GENRES, BOOKCOVER30_GENRES
@@ -156,7 +157,8 @@ def _final_model(result: CandidateResult, settings: ClassifierSettings, blocks: 
 
 def final_models_on_test(winner: CandidateResult, contenders: list[CandidateResult], settings: ClassifierSettings,
                          blocks: FeatureBlocks, matrices: dict[str, object], labels: np.ndarray, classes: list[str],
-                         test: pd.DataFrame) -> tuple[GenreModel | EnsembleModel, dict[str, dict[str, float]], np.ndarray]:
+                         test: pd.DataFrame, log_prior: np.ndarray) -> tuple[GenreModel | EnsembleModel | PriorShiftedModel,
+                                                                              dict[str, dict[str, float]], np.ndarray]:
     """Every contender refitted on the whole training split and scored on the test split, so the
     README and metrics show each one's test figures beside its CV figures, not the winner's alone.
 
@@ -166,6 +168,8 @@ def final_models_on_test(winner: CandidateResult, contenders: list[CandidateResu
     keep = {winner.name, *winner.members}
     for result in tqdm(contenders, desc="test split", unit="model"):
         model = _final_model(result, settings, blocks, matrices, labels, classes, results, fitted)
+        if result.prior_shift:
+            model = PriorShiftedModel(model, log_prior, result.prior_shift)
         test_scores[result.name], predicted = score_on_test(model, test)
         if result is winner:
             winner_model, winner_predicted = model, predicted
@@ -174,7 +178,7 @@ def final_models_on_test(winner: CandidateResult, contenders: list[CandidateResu
     return winner_model, test_scores, winner_predicted
 
 
-def score_on_test(model: GenreModel | EnsembleModel, test: pd.DataFrame) -> tuple[dict[str, float], np.ndarray]:
+def score_on_test(model: GenreModel | EnsembleModel | PriorShiftedModel, test: pd.DataFrame) -> tuple[dict[str, float], np.ndarray]:
     log_proba = model.log_proba(classifier_frame(test))
     codes = pd.Categorical(test["genre"], categories=model.classes_).codes
     known = codes >= 0  # a genre the training split never saw counts as a miss, not a crash
@@ -230,9 +234,13 @@ def train_and_select(settings: Settings) -> dict[str, object]:
     ensemble = ensemble_of_best_two(results, cfg, data) if cfg.ensemble else None
     metric = cfg.select_metric
     winner, contenders, left_out_ensemble = choose_winner(results, ensemble, metric)
-    search_seconds = time.perf_counter() - started - features_seconds
     labels = pd.Categorical(train["genre"], categories=classes).codes.astype(np.int64)
-    model, test_by_candidate, predicted = final_models_on_test(winner, contenders, cfg, blocks, matrices, labels, classes, test)
+    log_prior = np.log(np.bincount(labels, minlength=len(classes)) / len(labels))
+    if cfg.prior_shift:
+        shift_toward_balance(winner, log_prior, data, metric)
+    search_seconds = time.perf_counter() - started - features_seconds
+    model, test_by_candidate, predicted = final_models_on_test(winner, contenders, cfg, blocks, matrices, labels, classes,
+                                                               test, log_prior)
     test_metrics = test_by_candidate[winner.name]
     log.info("selected %s: CV %s %.4f, test %s", winner.name, metric, winner.score(metric), test_metrics)
     summaries = {r.name: r.summary(metric, data.labels) | {"test": test_by_candidate[r.name]} for r in contenders}
@@ -270,7 +278,7 @@ def train_and_select(settings: Settings) -> dict[str, object]:
 
 
 def _register_winner(settings: Settings, mlflow_client: MlflowClient, run_id: str, winner: CandidateResult,
-                     model: GenreModel | EnsembleModel, train: pd.DataFrame, test: pd.DataFrame,
+                     model: GenreModel | EnsembleModel | PriorShiftedModel, train: pd.DataFrame, test: pd.DataFrame,
                      test_metrics: dict[str, float]) -> dict[str, object]:
     cfg, registry = settings.classifier, settings.mlflow
     wrapper = GenreClassifierModel(model)
@@ -282,7 +290,7 @@ def _register_winner(settings: Settings, mlflow_client: MlflowClient, run_id: st
         )
     log_test_split(mlflow_client, run_id, test)
     listing_md5 = file_md5(settings.paths.clean_listing)
-    cv_score = winner.best(cfg.select_metric).mean(cfg.select_metric)
+    cv_score = winner.score(cfg.select_metric)
     description = version_description(
         f"{model.name} (title + author -> genre)",
         data=f"{settings.data.source_label()}: clean listing md5 {listing_md5}, {len(test)} test books, label set {cfg.label_set}",

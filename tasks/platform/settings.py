@@ -126,6 +126,7 @@ class ClassifierSettings(Section):
         "minilm_linear",
     ])
     ensemble: bool = True
+    prior_shift: bool = True  # the winner's log-probabilities minus tau * log(genre prior), tau chosen by CV (0 = none)
     label_set: Literal["bookcover30", "book32", "all"] = "bookcover30"
     cv_folds: int = Field(5, ge=2)
     cv_max_rows: int = Field(50_000, ge=100)
