@@ -215,7 +215,7 @@ class FineTunedMiniLM(BaseEstimator, ClassifierMixin):
             encoder = AutoModel.from_config(AutoConfig.for_model(**config))
             self.device_ = pick_device("auto")
             self.network_ = _Classifier(encoder, n_outputs)
-            self.network_.load_state_dict({key: torch.from_numpy(value) for key, value in weights.items()})
+            self.network_.load_state_dict({key: torch.as_tensor(value) for key, value in weights.items()})
             self.network_.to(self.device_).eval()
 
 
