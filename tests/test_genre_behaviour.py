@@ -33,6 +33,7 @@ OBVIOUS = {
     "The Holy Bible: King James Version": "Christian Books & Bibles",
     "Cracking the GRE with 4 Practice Tests, 2017 Edition": "Test Preparation",
     "2017 Wall Calendar: Cats": "Calendars",
+    "Gray's Anatomy for Students": "Medical Books",
 }
 PLAUSIBLE_AUTHORS = ("John Smith", "Maria Garcia", "David Lee", "Sarah Johnson", "")
 
