@@ -27,7 +27,7 @@ from transformers import (
 from tasks.clip.towers import TOWERS, is_towers_folder, load_towers, new_towers, towers_processor
 from tasks.inputs.images import cover_rgb
 from tasks.platform.errors import ModelLoadError
-from tasks.platform.pretrained import hub_offline
+from tasks.platform.pretrained import hub_offline, torch_device
 from tasks.platform.settings import ClipSettings, SmallClipSettings
 
 try:  # transformers 5: the PIL backend, which needs no torchvision (torchvision is not installed here).
@@ -65,11 +65,7 @@ def crop_height(processor: CLIPImageProcessor) -> int:
 
 
 def pick_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ClipLoadError("clip.device=cuda but no CUDA device is visible; use clip.device=auto or cpu")
-    if requested == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
+    return torch.device(torch_device(requested, "clip.device", ClipLoadError))
 
 
 def train_tokenizer(captions: list[str], small: SmallClipSettings) -> PreTrainedTokenizerFast:

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from tasks.platform.pretrained import BUNDLED_MINILM, minilm_path
+from tasks.platform.pretrained import BUNDLED_MINILM, load_minilm, minilm_path, torch_device
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +84,9 @@ class SentenceEncoder(BaseEstimator, TransformerMixin):
         return self
 
     def _load_transformer(self) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        path = minilm_path(self.model)
-        try:
-            self.tokenizer_ = AutoTokenizer.from_pretrained(path)
-            self.encoder_ = AutoModel.from_pretrained(path).eval()
-        except OSError as error:
-            from tasks.platform.errors import ModelLoadError
-
-            raise ModelLoadError(f"the sentence encoder {self.model!r} cannot be loaded from {path} ({error})") from error
-        self.device_ = "cuda" if torch.cuda.is_available() else "cpu"
-        self.encoder_.to(self.device_)
+        self.tokenizer_, encoder = load_minilm(self.model)
+        self.device_ = torch_device("auto", "classifier.sentence_encoder")
+        self.encoder_ = encoder.eval().to(self.device_)
 
     def _contextual_batches(self, titles: list[str]):
         """(input ids, attention mask, last hidden states) per batch, shortest titles first."""
@@ -337,12 +327,12 @@ class TextPairs(BaseEstimator, TransformerMixin):
         return np.asarray(pairs, dtype=object).reshape(-1, 2)
 
 
-def block_input(frame: pd.DataFrame, name: str) -> list:
-    """What a block's transformer reads: one text column as a list, or several as a list of rows."""
+def block_input(frame: pd.DataFrame, name: str) -> list | np.ndarray:
+    """What a block's transformer reads: one text column as a list, or several as an object array of rows."""
     columns = BLOCK_COLUMN[name]
     if isinstance(columns, str):
         return frame[columns].tolist()
-    return frame[columns].to_numpy(dtype=object).tolist()
+    return frame[columns].to_numpy(dtype=object)
 
 
 class FeatureBlocks:

@@ -13,6 +13,7 @@ neither the bundled MiniLM package nor the hub.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -22,19 +23,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
-from tasks.platform.pretrained import BUNDLED_MINILM, minilm_path
+from tasks.platform.pretrained import BUNDLED_MINILM, load_minilm, torch_device
 
 log = logging.getLogger(__name__)
 
 HEAD_LR_FACTOR = 20.0
-
-
-def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -125,25 +118,15 @@ class FineTunedMiniLM(BaseEstimator, ClassifierMixin):
         return self
 
     def _build(self, n_classes: int) -> None:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        path = minilm_path(self.model)
-        try:
-            self.tokenizer_ = AutoTokenizer.from_pretrained(path)
-            encoder = AutoModel.from_pretrained(path)
-        except OSError as error:
-            from tasks.platform.errors import ModelLoadError
-
-            raise ModelLoadError(f"the sentence encoder {self.model!r} cannot be loaded from {path} ({error})") from error
-        self.device_ = pick_device(self.device)
+        self.tokenizer_, encoder = load_minilm(self.model)
+        self.device_ = torch_device(self.device, "classifier.finetune.device")
         self.network_ = _Classifier(encoder, n_classes).to(self.device_)
         self.network_.freeze_bottom(self.frozen_layers)
 
     def _validation_split(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows to train on and rows for early stopping, stratified when every genre can be split."""
         positions = np.arange(len(labels))
-        size = max(1, int(round(len(labels) * self.validation_fraction)))
+        size = max(1, round(len(labels) * self.validation_fraction))
         stratify = labels if np.bincount(labels).min() >= 2 and size >= len(self.classes_) else None
         fit_rows, val_rows = train_test_split(positions, test_size=size, stratify=stratify, random_state=self.seed)
         return np.sort(fit_rows), np.sort(val_rows)
@@ -213,13 +196,14 @@ class FineTunedMiniLM(BaseEstimator, ClassifierMixin):
             from transformers import AutoConfig, AutoModel
 
             encoder = AutoModel.from_config(AutoConfig.for_model(**config))
-            self.device_ = pick_device("auto")
+            self.device_ = torch_device("auto", "classifier.finetune.device")  # wherever it is loaded
             self.network_ = _Classifier(encoder, n_outputs)
             self.network_.load_state_dict({key: torch.as_tensor(value) for key, value in weights.items()})
             self.network_.to(self.device_).eval()
 
 
-def _classifier_module():
+@functools.cache
+def _classifier_module() -> type:
     import torch
 
     class Classifier(torch.nn.Module):

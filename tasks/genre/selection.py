@@ -47,6 +47,12 @@ def probability_scores(y_true: np.ndarray, log_proba: np.ndarray, bins: int = 15
     return {"log_loss": float(-log_proba[np.arange(len(y_true)), y_true].mean()), "ece": float(gap)}
 
 
+def cv_figures(fold_scores: list[dict[str, float]]) -> dict[str, float]:
+    """Mean and spread over the folds of every label metric: `accuracy_mean`, `accuracy_std`, ..."""
+    return {f"{m}_{stat}": float(getattr(np, stat)([fold[m] for fold in fold_scores]))
+            for m in LABEL_METRICS for stat in ("mean", "std")}
+
+
 @dataclass
 class CvData:
     """The rows CV runs on: their block matrices, integer labels, and the fold assignment."""
@@ -101,13 +107,11 @@ class CandidateResult:
         best = self.best(metric)
         calibrated = probability_scores(labels, self.oof_log_proba)
         raw = probability_scores(labels, log_softmax(best.oof_scores, axis=1))
-        cv = {f"{m}_{stat}": getattr(best, stat)(m) for m in LABEL_METRICS for stat in ("mean", "std")}
-        shifted = SearchPoint(best.params, self.shifted_fold_scores or [], best.oof_scores, 0.0)
+        cv = cv_figures(best.fold_scores)
         return {
             "about": self.about,
             "params": best.params,
-            "cv": {f"{m}_{stat}": getattr(shifted, stat)(m) for m in LABEL_METRICS for stat in ("mean", "std")}
-            if self.prior_shift else cv,
+            "cv": cv_figures(self.shifted_fold_scores) if self.prior_shift else cv,
             **({"prior_shift": self.prior_shift, "cv_before_prior_shift": cv} if self.prior_shift else {}),
             "calibration": {"temperature": self.temperature, "log_loss_before": raw["log_loss"],
                             "log_loss": calibrated["log_loss"], "ece_before": raw["ece"], "ece": calibrated["ece"]},
