@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +19,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from tasks.genre.words import CharNgramVectorizer, TitleWords, WordNgramVectorizer, as_title_words, word_matrix, word_rows
 from tasks.platform.pretrained import BUNDLED_MINILM, load_minilm, minilm_path, torch_device
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class SentenceEncoder(BaseEstimator, TransformerMixin):
         indptr = np.concatenate([[0], np.cumsum(lengths)])
         return sp.csr_matrix((np.ones(len(columns), np.float32), columns, indptr), shape=(len(words), self.vectors_.shape[0]))
 
-    def _piece_counts(self, titles: Sequence[str]) -> sp.csr_matrix:
+    def _piece_counts(self, titles: Sequence[str] | TitleWords) -> sp.csr_matrix:
         """Title x word-piece counts, through the title's words: BERT's tokenizer splits on whitespace
         first, so tokenizing each distinct word once gives the same pieces at a fraction of the cost."""
         if not hasattr(self, "word_index_"):
@@ -164,25 +164,31 @@ class SentenceEncoder(BaseEstimator, TransformerMixin):
             title_words = word_matrix(titles, {}, words)
             self.word_index_, self.word_pieces_ = words, self._tokenize(list(words))
             return (title_words @ self.word_pieces_).tocsr()
-        new: dict[str, int] = {}
-        title_words = word_matrix(titles, self.word_index_, new)
-        pieces = self.word_pieces_ if not new else sp.vstack([self.word_pieces_, self._tokenize(list(new))], format="csr")
-        return (title_words @ pieces).tocsr()
+        batch = as_title_words(titles)
+        rows, new = word_rows(batch.words, self.word_index_)
+        pieces = self.word_pieces_ if not new else sp.vstack([self.word_pieces_, self._tokenize(new)], format="csr")
+        return (batch.onto(rows, pieces.shape[0]) @ pieces).tocsr()
 
-    def transform(self, titles: Sequence[str]) -> np.ndarray:
-        titles = [str(t) for t in titles]
+    @property
+    def reads_title_words(self) -> bool:
+        """The static encoder works word by word and can share a batch's word split; the contextual one reads text."""
+        return self.mode == "static"
+
+    def transform(self, titles: Sequence[str] | TitleWords) -> np.ndarray:
         if self.mode == "static":
             weighted = self._piece_counts(titles).multiply(self.idf_).tocsr()
             embeddings = np.asarray(weighted @ self.vectors_, dtype=np.float32)
         else:
+            titles = [str(t) for t in titles]
             if not hasattr(self, "encoder_"):
                 self._load_transformer()
             embeddings = np.zeros((len(titles), self.encoder_.config.hidden_size), dtype=np.float32)
             for index, _, mask, hidden in self._contextual_batches(titles):
                 mask = mask[..., None].float()
                 embeddings[index] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
-        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-        return embeddings / np.maximum(norms, 1e-9)
+        norms = np.sqrt(np.einsum("ij,ij->i", embeddings, embeddings))[:, None]  # no squared copy of the matrix
+        embeddings /= np.maximum(norms, 1e-9)
+        return embeddings
 
     def __getstate__(self) -> dict[str, object]:
         """Pickle the distilled vectors, not the transformer: the registered model stays small."""
@@ -194,113 +200,10 @@ class SentenceEncoder(BaseEstimator, TransformerMixin):
         return state
 
 
-def _plain_word(word: str) -> str:
-    """Lower case without accents, as TF-IDF's strip_accents='unicode' would give."""
-    decomposed = unicodedata.normalize("NFKD", word.lower())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-def word_matrix(titles: Sequence[str], known: dict[str, int], new: dict[str, int]) -> sp.csr_matrix:
-    """Title x word counts (words split on whitespace, lower-cased, accents stripped).
-
-    Columns of `known` words come first, then words this call adds to `new`. Titles repeat words
-    far more than they repeat anything finer, so features built per word are built once per word.
-    """
-    indices, indptr = [], [0]
-    for title in titles:
-        for raw in str(title).split():
-            column = known.get(raw.lower())  # exact fast path: a known word has no accents left to strip
-            if column is None:
-                word = _plain_word(raw)
-                column = known.get(word)
-                if column is None:
-                    column = len(known) + new.setdefault(word, len(new))
-            indices.append(column)
-        indptr.append(len(indices))
-    return sp.csr_matrix((np.ones(len(indices), np.float32), np.asarray(indices, np.int64), np.asarray(indptr)),
-                         shape=(len(titles), len(known) + len(new)))
-
-
-class CharNgramVectorizer(BaseEstimator, TransformerMixin):
-    """TF-IDF of the character n-grams inside each word (sklearn's char_wb), built word by word.
-
-    Titles repeat words far more than they repeat n-grams, so each distinct word is cut into
-    n-grams once and a title's counts are (title x word) @ (word x n-gram): a sparse product in C
-    instead of ~250 Python dictionary lookups per title. Same features, ~10x the speed.
-    """
-
-    def __init__(self, ngram_range: tuple[int, int] = (2, 5), min_df: int = 3, max_features: int | None = None) -> None:
-        self.ngram_range = ngram_range
-        self.min_df = min_df
-        self.max_features = max_features
-
-    def _ngrams(self, word: str) -> list[str]:
-        """As char_wb: the padded word's n-grams; a word shorter than n counts once, as a whole."""
-        padded, (low, high) = f" {word} ", self.ngram_range
-        grams = []
-        for n in range(low, high + 1):
-            if len(padded) <= n:
-                grams.append(padded)
-                break
-            grams.extend(padded[i:i + n] for i in range(len(padded) - n + 1))
-        return grams
-
-    def _ngram_matrix(self, words: list[str], vocabulary: dict[str, int], grow: bool) -> sp.csr_matrix:
-        indices, indptr = [], [0]
-        for word in words:
-            for gram in self._ngrams(word):
-                column = vocabulary.setdefault(gram, len(vocabulary)) if grow else vocabulary.get(gram)
-                if column is not None:
-                    indices.append(column)
-            indptr.append(len(indices))
-        return sp.csr_matrix((np.ones(len(indices), np.float32), np.asarray(indices, np.int64), np.asarray(indptr)),
-                             shape=(len(words), len(vocabulary)))
-
-    def fit_transform(self, titles: Sequence[str], y: object = None) -> sp.csr_matrix:
-        words: dict[str, int] = {}
-        title_words = word_matrix(titles, {}, words)
-        vocabulary: dict[str, int] = {}
-        counts = (title_words @ self._ngram_matrix(list(words), vocabulary, grow=True)).tocsr()
-        document_frequency = np.bincount(counts.indices, minlength=counts.shape[1])
-        keep = np.flatnonzero(document_frequency >= self.min_df)
-        if self.max_features is not None and len(keep) > self.max_features:
-            keep = keep[np.argsort(-document_frequency[keep], kind="stable")[:self.max_features]]
-        keep.sort()
-        names = np.array(list(vocabulary), dtype=object)[keep]
-        self.vocabulary_ = {gram: i for i, gram in enumerate(names)}
-        self.idf_ = (np.log((1 + len(titles)) / (1 + document_frequency[keep])) + 1).astype(np.float32)
-        self._cache_words(list(words))
-        return self._weighted(counts[:, keep])
-
-    def _cache_words(self, words: list[str]) -> None:
-        self.word_index_ = {word: i for i, word in enumerate(words)}
-        self.word_ngrams_ = self._ngram_matrix(words, self.vocabulary_, grow=False)
-
-    def _weighted(self, counts: sp.csr_matrix) -> sp.csr_matrix:
-        counts = counts.tocsr().astype(np.float32)
-        counts.data = 1 + np.log(counts.data)  # sublinear tf
-        weighted = counts.multiply(self.idf_).tocsr()
-        norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
-        return sp.diags(1 / np.maximum(norms, 1e-12)).astype(np.float32) @ weighted
-
-    def fit(self, titles: Sequence[str], y: object = None) -> CharNgramVectorizer:
-        self.fit_transform(titles)
-        return self
-
-    def transform(self, titles: Sequence[str]) -> sp.csr_matrix:
-        new: dict[str, int] = {}
-        title_words = word_matrix(titles, self.word_index_, new)
-        ngrams = self.word_ngrams_
-        if new:  # words never seen in training: cut them now, keep the known n-grams
-            ngrams = sp.vstack([ngrams, self._ngram_matrix(list(new), self.vocabulary_, grow=False)], format="csr")
-        return self._weighted((title_words @ ngrams).tocsr())
-
-
 def block_transformer(name: str, settings: object) -> TransformerMixin:
     """An unfitted transformer for one feature block; `settings` is the classifier section."""
     if name == "title_words":
-        return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, strip_accents="unicode", min_df=2,
-                               max_features=settings.word_ngram_features, dtype=np.float32)
+        return WordNgramVectorizer(min_df=2, max_features=settings.word_ngram_features)
     if name == "title_chars":
         return CharNgramVectorizer((2, 5), min_df=3, max_features=settings.char_ngram_features)
     if name == "author":
@@ -335,8 +238,47 @@ def block_input(frame: pd.DataFrame, name: str) -> list | np.ndarray:
     return frame[columns].to_numpy(dtype=object)
 
 
+class TextBatch:
+    """One frame being predicted: its title word split and each fitted block's matrix, computed once
+    however many blocks and ensemble members read them (members of an ensemble share fitted blocks)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self._title_words: TitleWords | None = None
+        self._blocks: dict[int, object] = {}
+
+    @property
+    def title_words(self) -> TitleWords:
+        if self._title_words is None:
+            self._title_words = TitleWords.of(self.frame["title"].tolist())
+        return self._title_words
+
+    def block(self, name: str, transformer: TransformerMixin) -> object:
+        key = id(transformer)  # the transformer outlives the batch, so its id stays its own
+        if key not in self._blocks:
+            if BLOCK_COLUMN[name] == "title" and getattr(transformer, "reads_title_words", False):
+                self._blocks[key] = transformer.transform(self.title_words)
+            else:
+                self._blocks[key] = transform_distinct(transformer, block_input(self.frame, name))
+        return self._blocks[key]
+
+
+def as_batch(frame: pd.DataFrame | TextBatch) -> TextBatch:
+    return frame if isinstance(frame, TextBatch) else TextBatch(frame)
+
+
+def transform_distinct(transformer: TransformerMixin, values: list | np.ndarray) -> object:
+    """A text column with many repeats (authors) transformed once per distinct value, rows picked after."""
+    if not isinstance(values, list):
+        return transformer.transform(values)
+    codes, distinct = pd.factorize(pd.Series(values, dtype=object), sort=False)
+    if len(distinct) > len(values) // 2:
+        return transformer.transform(values)
+    return transformer.transform(list(distinct))[codes]
+
+
 class FeatureBlocks:
-    """Fitted block transformers; turns a title/author frame into the matrix a candidate reads."""
+    """Fitted block transformers; turns a title/author frame into the matrices a candidate reads."""
 
     def __init__(self, transformers: dict[str, TransformerMixin]) -> None:
         self.transformers = transformers
@@ -356,8 +298,13 @@ class FeatureBlocks:
     def subset(self, names: Sequence[str]) -> FeatureBlocks:
         return FeatureBlocks({name: self.transformers[name] for name in names})
 
-    def transform(self, frame: pd.DataFrame) -> object:
-        return stack([self.transformers[name].transform(block_input(frame, name)) for name in self.transformers])
+    def transform_blocks(self, frame: pd.DataFrame | TextBatch) -> list[object]:
+        """Each block's matrix, in order, from the batch's shared work."""
+        batch = as_batch(frame)
+        return [batch.block(name, transformer) for name, transformer in self.transformers.items()]
+
+    def transform(self, frame: pd.DataFrame | TextBatch) -> object:
+        return stack(self.transform_blocks(frame))
 
 
 def stack_blocks(matrices: dict[str, object], names: Sequence[str]) -> object:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.base import ClassifierMixin
@@ -23,7 +24,7 @@ from sklearn.naive_bayes import ComplementNB
 from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 
-from tasks.genre.features import FeatureBlocks
+from tasks.genre.features import FeatureBlocks, TextBatch, as_batch, stack
 
 Params = dict[str, float | int]
 
@@ -125,8 +126,31 @@ def raw_scores(estimator: ClassifierMixin, features: object) -> np.ndarray:
     """
     if hasattr(estimator, "predict_proba"):
         return np.log(np.clip(estimator.predict_proba(features), 1e-4, None))
-    scores = estimator.decision_function(features)
+    return _both_sides(estimator.decision_function(features))
+
+
+def _both_sides(scores: np.ndarray) -> np.ndarray:
+    """A binary margin as two class scores, like the multi-class case."""
     return np.column_stack([-scores, scores]) if scores.ndim == 1 else scores
+
+
+def block_scores(estimator: ClassifierMixin, blocks: list[object]) -> np.ndarray:
+    """raw_scores of the blocks side by side. A linear margin model (the SVM) scores block by block
+    instead: X @ W.T summed over the blocks' column ranges, which skips building the stacked matrix."""
+    linear_margin = hasattr(estimator, "coef_") and not hasattr(estimator, "predict_proba")
+    if len(blocks) == 1 or not linear_margin or not all(sp.issparse(block) for block in blocks):
+        return raw_scores(estimator, stack(blocks))
+    coefficients = np.asarray(estimator.coef_)
+    scores = np.zeros((blocks[0].shape[0], coefficients.shape[0]))
+    start = 0
+    for block in blocks:
+        width = block.shape[1]
+        scores += block @ np.ascontiguousarray(coefficients[:, start:start + width].T, dtype=np.float32)
+        start += width
+    if start != coefficients.shape[1]:
+        raise ValueError(f"the blocks have {start} columns, the estimator was fitted on {coefficients.shape[1]}")
+    scores += estimator.intercept_
+    return _both_sides(scores.ravel()) if coefficients.shape[0] == 1 else scores
 
 
 def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -151,7 +175,7 @@ class _CalibratedClassifier:
 
     classes_: np.ndarray
 
-    def log_proba(self, frame: pd.DataFrame) -> np.ndarray:
+    def log_proba(self, frame: pd.DataFrame | TextBatch) -> np.ndarray:
         raise NotImplementedError
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
@@ -171,8 +195,8 @@ class GenreModel(_CalibratedClassifier):
         self.classes_ = np.asarray(classes)
         self.temperature = temperature
 
-    def log_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        return calibrated_log_proba(raw_scores(self.estimator, self.features.transform(frame)), self.temperature)
+    def log_proba(self, frame: pd.DataFrame | TextBatch) -> np.ndarray:
+        return calibrated_log_proba(block_scores(self.estimator, self.features.transform_blocks(frame)), self.temperature)
 
 
 class EnsembleModel(_CalibratedClassifier):
@@ -187,8 +211,9 @@ class EnsembleModel(_CalibratedClassifier):
         self.classes_ = members[0].classes_
         self.temperature = temperature
 
-    def log_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        first, second = (member.log_proba(frame) for member in self.members)
+    def log_proba(self, frame: pd.DataFrame | TextBatch) -> np.ndarray:
+        batch = as_batch(frame)  # the members share one word split and any block they both read
+        first, second = (member.log_proba(batch) for member in self.members)
         return calibrated_log_proba(self.weight * first + (1 - self.weight) * second, self.temperature)
 
 
@@ -203,5 +228,5 @@ class PriorShiftedModel(_CalibratedClassifier):
         self.adjustment = shift * np.asarray(log_prior, dtype=np.float64)
         self.shift = shift
 
-    def log_proba(self, frame: pd.DataFrame) -> np.ndarray:
+    def log_proba(self, frame: pd.DataFrame | TextBatch) -> np.ndarray:
         return log_softmax(self.model.log_proba(frame) - self.adjustment, axis=1)
