@@ -101,12 +101,9 @@ def tfidf_rows(counts: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
     data = np.log(counts.data.astype(np.float32, copy=False))
     data += 1
     data *= idf[counts.indices]
-    lengths = np.diff(counts.indptr)
-    # one trailing 0 keeps every row start a valid index; reduceat gives an empty row its
-    # neighbour's first value, so empty rows are set to 0 after
-    squares = np.add.reduceat(np.append(data * data, np.float32(0)), counts.indptr[:-1])
-    squares[lengths == 0] = 0
-    data /= np.repeat(np.maximum(np.sqrt(squares), 1e-12).astype(np.float32), lengths)
+    squared = sp.csr_matrix((data * data, counts.indices, counts.indptr), shape=counts.shape)
+    norms = np.sqrt(squared @ np.ones(counts.shape[1], np.float32))  # row sums in one pass, no index arrays
+    data /= np.repeat(np.maximum(norms, 1e-12).astype(np.float32), np.diff(counts.indptr))
     counts.data = data
     return counts
 
