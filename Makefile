@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup init run repro test test-fast summary plots plots-template experiments lock clean clean-outputs bench-classifier bench-labeling bench-search bench-clip search-page browser ui ui-stop
+.PHONY: setup init run repro test test-fast summary plots plots-template experiments lock clean clean-outputs bench-classifier bench-labeling bench-classify bench-search bench-clip search-page browser ui ui-stop
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=python3.11"'
@@ -69,6 +69,9 @@ ui-stop: ## stop exactly the processes `make ui` started
 
 bench-labeling: setup ## champion classifier titles/s on 100,000 real titles, first call and steady (after make run)
 	$(PY) -m benchmarks.labeling
+
+bench-classify: setup ## bookcovers classify rows/s and peak memory on generated 500k- and 1M-row listings (after make run)
+	$(PY) -m benchmarks.classify
 
 bench-search: setup ## query latency of the cover search at 100,000 covers (after make run)
 	$(PY) -m benchmarks.search

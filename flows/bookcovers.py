@@ -2,6 +2,7 @@
 
     bookcovers run [section.key=value ...]         the whole pipeline, then its summary
     bookcovers stage NAME [section.key=value ...]  one stage (the same flow `dvc repro` runs)
+    bookcovers classify LISTING [-o OUT]           genres for a new listing from the classifier champion
     bookcovers search "a title" | --cover FILE     covers for a title, or the genre of a cover
     bookcovers zero-shot COVER ... --labels "A, B"  each of your labels' probability for each cover
     bookcovers serve                               the search page
@@ -34,6 +35,11 @@ COMMANDS_HELP = {
            "covers, fine-tune CLIP, evaluate, index covers) and print its summary; writes data/processed/, models/, "
            "metrics/, plots/, MLflow runs and registry versions, and commits the outputs to DVC",
     "stage": "run one stage as its own Prefect flow, as `dvc repro` does; writes that stage's DVC outputs",
+    "classify": "label a new listing (any CSV layout the readers know: book32's, 'Category,Title', or a header with title "
+                "and optionally author and id) with the classifier champion, without retraining; streams the file in "
+                "classify.chunk_rows chunks, validates each row with the listing checks, writes genre, probability, model "
+                "version and the input row (source_row) to OUT (.csv or .parquet; default classify.output_dir/<name>.genres.csv), "
+                "bad rows with their reasons to <OUT>.quarantine.csv, figures to <OUT>.summary.json, and an MLflow run",
     "search": "print the covers closest to a title (within its predicted or a chosen genre), or a cover's genre and the "
               "closest titles; reads the cover index. Each call loads both champions first (about 10 s on 2 CPU cores "
               "with the towers CLIP); for many queries use `bookcovers serve`, which loads them once",
@@ -73,6 +79,10 @@ def parser() -> argparse.ArgumentParser:
     stage = command("stage")
     stage.add_argument("name", choices=STAGE_NAMES, metavar="NAME", help="one of: " + ", ".join(STAGE_NAMES))
     stage.add_argument("overrides", **overrides)
+    classify = command("classify")
+    classify.add_argument("listing", type=Path, help="the listing file to classify")
+    classify.add_argument("-o", "--output", type=Path, default=None, help="where the predictions go (.csv or .parquet)")
+    classify.add_argument("overrides", **overrides)
     search = command("search")
     search.add_argument("title", nargs="?", default="", help="a book title")
     search.add_argument("--genre", default=None, help="search within this genre instead of the predicted one")
@@ -118,6 +128,20 @@ def run_stage(args: argparse.Namespace) -> None:
 
     flow = getattr(importlib.import_module(f"flows.{args.name}"), f"{args.name}_flow")
     run_flow(flow, ["--params", args.params, *args.overrides])
+
+
+def classify_listing(args: argparse.Namespace) -> None:
+    check_params(args, data_root=False)
+    if not args.listing.is_file():
+        raise UserError(f"{args.listing}: no such file; give the path of a listing to classify")
+    from flows.classify_listing import classify_listing_flow
+    from flows.runner import run_flow
+
+    arguments = {"listing": str(args.listing), "output": str(args.output) if args.output else None}
+    summary = run_flow(classify_listing_flow, ["--params", args.params, *args.overrides], arguments=arguments)
+    print(f"{summary['rows_classified']} of {summary['rows_in']} rows classified into {summary['output']} "
+          f"({summary['rows_per_second']:,.0f} rows/s, champion v{summary['model_version']}); "
+          f"{summary['rows_quarantined']} quarantined into {summary['quarantine']}")
 
 
 def search_covers(args: argparse.Namespace) -> None:
@@ -224,7 +248,7 @@ def promote(args: argparse.Namespace) -> None:
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
-    "run": run_pipeline, "stage": run_stage, "search": search_covers, "zero-shot": zero_shot_labels, "serve": serve_page, "ui": run_ui,
+    "run": run_pipeline, "stage": run_stage, "classify": classify_listing, "search": search_covers, "zero-shot": zero_shot_labels, "serve": serve_page, "ui": run_ui,
     "experiments": run_experiments, "summary": print_summary, "promote": promote,
 }
 

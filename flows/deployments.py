@@ -10,6 +10,7 @@ from __future__ import annotations
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 
+from flows.classify_listing import classify_listing_flow
 from flows.pipeline import STAGES, pipeline
 
 TAGS = ["book-covers"]
@@ -25,7 +26,12 @@ def deployments() -> list[RunnerDeployment]:
     stages = [stage.to_deployment(name=stage.name, tags=[*TAGS, "stage"], parameters=DEFAULT_PARAMETERS,
                                   description=(stage.description or stage.name).strip().splitlines()[0])
               for _, stage in STAGES]
-    return [whole, *stages]
+    classify = classify_listing_flow.to_deployment(
+        name="classify-listing", tags=[*TAGS, "day-two"], parameters={**DEFAULT_PARAMETERS, "listing": "", "output": None},
+        description="Label a new listing with the classifier champion (no retraining): give `listing`, the path of a CSV "
+                    "on this machine; predictions go to classify.output_dir (or `output`), bad rows to a quarantine file.",
+    )
+    return [whole, *stages, classify]
 
 
 if __name__ == "__main__":

@@ -67,11 +67,11 @@ def project_servers_if_up() -> Iterator[None]:
 
 
 def run_flow(flow: Callable[..., Any], argv: list[str] | None = None, report: Callable[[Settings], str] | None = None,
-             check: Callable[[Settings], object] | None = None) -> Any:
+             check: Callable[[Settings], object] | None = None, arguments: dict[str, object] | None = None) -> Any:
     """Run `flow` from the command line and print `report` after it; exit 2 with one clear line on a user error.
 
     `check` runs on the settings before the flow starts (and before Prefect's server does), so a
-    mistake it finds costs seconds, not a flow run.
+    mistake it finds costs seconds, not a flow run. `arguments` are the flow's own parameters, beside the params.
     """
     # Prefect routes the `tasks` loggers to its console and UI (PREFECT_LOGGING_EXTRA_LOGGERS) but leaves
     # them at the root's WARNING level; the stages' progress is INFO.
@@ -85,7 +85,7 @@ def run_flow(flow: Callable[..., Any], argv: list[str] | None = None, report: Ca
             check(settings)
         with project_servers_if_up():
             follow_project_folder(tracking_uri())  # a copied or moved project reads and writes its own artefacts
-            result = flow(params_file=args.params, overrides=args.overrides)
+            result = flow(params_file=args.params, overrides=args.overrides, **(arguments or {}))
         if report is not None:
             print(report(load_settings(args.params, args.overrides)))
         return result

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import CATEGORY_MAPPING, PROJECT_ROOT, TINY_OVERRIDES
@@ -48,6 +49,7 @@ def test_pipeline_flow_registers_both_models_as_champions(prefect_harness: None,
     assert results["dvc"].startswith("skipped")  # overrides must never be recorded as params.yaml's outputs
     validation = results["validate-clean"]
     assert validation["listing"]["rows_in"] == validation["listing"]["rows_kept"] + validation["listing"]["rows_quarantined"]
+    a_new_listing_is_classified_by_the_champion(project_dir, overrides)
 
     # The same run again, same inputs: byte-identical outputs, no new registry version, no new alias event.
     before = output_digests(settings)
@@ -56,6 +58,19 @@ def test_pipeline_flow_registers_both_models_as_champions(prefect_harness: None,
     for name in ("book-genre-classifier", "book-cover-clip"):
         assert [str(v.version) for v in mlflow_client.search_model_versions(f"name='{name}'")] == ["1"], name
         assert [h["version"] for h in alias_history(mlflow_client, name, "champion")] == ["1"], name
+
+
+def a_new_listing_is_classified_by_the_champion(project_dir: Path, overrides: list[str]) -> None:
+    """Day two: `classify-listing` labels a listing the pipeline never saw, with champion v1, and tracks the run."""
+    from flows.classify_listing import classify_listing_flow
+
+    listing = project_dir / "new-books.csv"
+    listing.write_text("title,author\nRick Steves Paris 2016,Rick Steves\n=cmd|' /C calc'!A0,x\nThe Joy of Cooking,\n", encoding="utf-8")
+    summary = classify_listing_flow(str(listing), None, str(project_dir / "params.yaml"), overrides)
+    assert (summary["rows_in"], summary["rows_classified"], summary["rows_quarantined"], summary["model_version"]) == (3, 2, 1, "1")
+    predicted = pd.read_csv(summary["output"])
+    assert predicted["source_row"].tolist() == [2, 4] and predicted["genre"].notna().all()
+    assert client().get_run(summary["mlflow_run_id"]).data.metrics["rows_classified"] == 2
 
 
 def output_digests(settings) -> dict[str, str]:

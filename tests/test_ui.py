@@ -13,6 +13,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import CHROMEDRIVER, CHROMIUM, headless_chromium, screenshot_dir
 from test_pipeline_e2e import write_tiny_project
@@ -75,10 +76,11 @@ def test_make_ui_serves_deployments_runs_the_pipeline_from_the_api_and_stops_cle
         trigger = subprocess.run([sys.executable, "-c", TRIGGER], cwd=tmp_path, env=api,
                                  capture_output=True, text=True, timeout=900)
         assert trigger.returncode == 0, trigger.stdout[-3000:] + trigger.stderr[-3000:]
-        state, artifacts, deployments, flow_runs = trigger.stdout.strip().splitlines()[-4:]
-        assert state == "COMPLETED"
-        assert {"pipeline-summary", "quarantine-summary"} <= set(artifacts.split(","))
-        assert {"book-covers-pipeline", "validate-clean", "finetune-clip", "index-covers"} <= set(deployments.split(","))
+        state, classify_state, artifacts, deployments, flow_runs = trigger.stdout.strip().splitlines()[-5:]
+        assert state == classify_state == "COMPLETED"
+        assert {"pipeline-summary", "quarantine-summary", "classify-listing"} <= set(artifacts.split(","))
+        assert {"book-covers-pipeline", "validate-clean", "finetune-clip", "index-covers", "classify-listing"} <= set(deployments.split(","))
+        assert len(pd.read_parquet(tmp_path / "data" / "predictions" / "new.genres.parquet")) > 0  # day two: a new listing labeled
         assert (tmp_path / "data" / "processed" / "cover_index" / "index.json").is_file()  # ran in the project folder
         # ...and left DVC's record as `make run` does, though `dvc` was not on the PATH make ui was given.
         status = subprocess.run([dvc, "status"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -127,11 +129,16 @@ TRIGGER = """
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 run = run_deployment("book-covers-pipeline/book-covers-pipeline", parameters={"overrides": []}, timeout=840)
+import glob
+listing = sorted(glob.glob("data/raw/generated/amazon-books/*.csv"))[0]
+classified = run_deployment("classify-listing/classify-listing", timeout=300,
+                            parameters={"listing": listing, "output": "data/predictions/new.genres.parquet"})
 with get_client(sync_client=True) as client:
     artifacts = [a.key for a in client.read_artifacts() if a.key]
     deployments = [d.name for d in client.read_deployments()]
     flow_runs = client.count_flow_runs()
 print(run.state.type.value)
+print(classified.state.type.value)
 print(",".join(sorted(set(artifacts))))
 print(",".join(sorted(deployments)))
 print(flow_runs)

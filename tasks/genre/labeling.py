@@ -98,10 +98,9 @@ def category_agreement(books: pd.DataFrame, mapping: dict[str, frozenset[str]]) 
     }
 
 
-@task(name="label-covers", cache_policy=NO_CACHE)
-def label_covers(settings: Settings) -> dict[str, object]:
-    cfg, registry = settings.labeling, settings.mlflow
-    require_inputs("label_covers", settings.paths.clean_covers)
+def load_champion_classifier(settings: Settings) -> tuple[mlflow.pyfunc.PyFuncModel, str, str | None]:
+    """The classifier champion as a pyfunc model, its URI and its registry version."""
+    registry = settings.mlflow
     ensure_tracking_reachable()
     model_uri = f"models:/{registry.classifier_model_name}@{registry.champion_alias}"
     client()  # points mlflow at the project's tracking/registry URI
@@ -109,6 +108,14 @@ def label_covers(settings: Settings) -> dict[str, object]:
         model = mlflow.pyfunc.load_model(model_uri)
     except Exception as error:  # noqa: BLE001  any failure (missing files, unpicklable code) means "cannot load"
         raise ModelLoadError(f"{model_uri} cannot be loaded ({error}); run the train_classifier stage first") from error
+    return model, model_uri, champion_version(client(), registry.classifier_model_name, registry.champion_alias)
+
+
+@task(name="label-covers", cache_policy=NO_CACHE)
+def label_covers(settings: Settings) -> dict[str, object]:
+    cfg, registry = settings.labeling, settings.mlflow
+    require_inputs("label_covers", settings.paths.clean_covers)
+    model, model_uri, model_version = load_champion_classifier(settings)
     mapping = load_category_mapping(cfg.category_mapping)
     covers = pd.read_parquet(settings.paths.clean_covers)
     started = time.perf_counter()
@@ -120,7 +127,7 @@ def label_covers(settings: Settings) -> dict[str, object]:
         "books": len(books),
         "cover_rows": len(covers),
         "model_uri": model_uri,
-        "model_version": champion_version(client(), registry.classifier_model_name, registry.champion_alias),
+        "model_version": model_version,
         "mean_probability": float(books["genre_probability"].mean()) if len(books) else 0.0,
         "titles_per_second": round(len(books) / max(labeling_seconds, 1e-9), 1),
         "genre_distribution": dict(Counter(books["genre"]).most_common()),

@@ -9,17 +9,15 @@ names the file and the fix.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 
+from tasks.inputs.csvtext import DecodedText, csv_records, decode_bytes, first_record, read_text, sniff_delimiter  # noqa: F401  decode_bytes: part of this module's interface
 from tasks.inputs.taxonomy import AMAZON_GENRES
 from tasks.platform.errors import InputFileError
 
@@ -31,7 +29,6 @@ CoversFormat = Literal["bookdepository", "generic"]
 AMAZON_COLUMNS = ("asin", "filename", "image_url", "title", "author", "category_id", "category")
 BOOKDEPOSITORY_REQUIRED = ("name", "author", "isbn", "category", "img_paths")
 GENERIC_REQUIRED = ("title", "image")
-DELIMITERS = (",", ";", "\t", "|")
 # Spreadsheet and pandas spellings of "no value": an author cell reading "NaN" names nobody.
 MISSING_MARKERS = frozenset({"nan", "null", "none", "n/a", "na", "#n/a"})
 LISTING_COLUMNS = ["source_file", "source_row", "book_id", "title", "author", "genre", "parse_error"]
@@ -41,89 +38,13 @@ COVER_COLUMNS = [
 ]
 
 
-@dataclass(frozen=True)
-class DecodedText:
-    text: str
-    encoding: str
-
-
-def decode_bytes(raw: bytes) -> DecodedText:
-    """UTF-8 (BOM or not) where the bytes are valid UTF-8, else latin-1, which never fails.
-
-    Decided per line, because real listings mix both: book32's file is mostly UTF-8 text with
-    a few lines of stray bytes, and decoding it whole as latin-1 would turn every 'é' into 'Ã©'.
-    """
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        return DecodedText(raw.decode("utf-8"), "utf-8")
-    except UnicodeDecodeError:
-        pass
-    lines, fallbacks = [], 0
-    for line in raw.splitlines(keepends=True):
-        try:
-            lines.append(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            lines.append(line.decode("latin-1"))
-            fallbacks += 1
-    return DecodedText("".join(lines), f"utf-8 with {fallbacks} latin-1 line(s)" if fallbacks < len(lines) else "latin-1")
-
-
-def _read_text(path: Path) -> DecodedText:
-    if not path.is_file():
-        raise InputFileError(f"{path}: file not found; check data.root and the paths under data in params.yaml")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise InputFileError(f"{path}: the file is empty; point params.yaml at a listing with rows")
-    return _without_nul(decode_bytes(raw))
-
-
-def _without_nul(decoded: DecodedText) -> DecodedText:
-    """NUL bytes make the csv module raise; they are never meaningful in a listing."""
-    return DecodedText(decoded.text.replace("\x00", ""), decoded.encoding)
-
-
-def _csv_records(text: str, delimiter: str = ",") -> list[tuple[int, list[str]]]:
-    """(line the record starts on, cells) for every record, blank lines included as []."""
-    csv.field_size_limit(1 << 24)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    records, next_line = [], 1
-    for row in reader:
-        records.append((next_line, row))
-        next_line = reader.line_num + 1
-    return records
-
-
-def _head(text: str) -> str:
-    head = text[:65536]
-    return head[: head.rindex("\n") + 1] if "\n" in head else head
-
-
-def _first_record(text: str, delimiter: str = ",") -> list[str]:
-    for _, row in _csv_records(_head(text), delimiter):
-        if row:
-            return [cell.strip().lstrip("\ufeff").lower() for cell in row]
-    return []
-
-
-def sniff_delimiter(text: str) -> str:
-    """The delimiter of a headed table: the one whose header names a title column.
-
-    Spreadsheets export ';' (European locales) or tabs as often as commas; guessing from the
-    header alone is safe because the header names the title ('title', or Book Depository's 'name').
-    """
-    for delimiter in DELIMITERS:
-        header = _first_record(text, delimiter)
-        if "title" in header or "name" in header:
-            return delimiter
-    return ","
-
-
-def sniff_listing_format(path: Path, text: str) -> ListingFormat:
-    header = _first_record(text, sniff_delimiter(text))
+def sniff_listing_format(path: Path, text: str, labeled: bool = True) -> ListingFormat:
+    """The layout from the first row. `labeled=False` (a listing to classify) also takes a headed
+    table with a title column and no genre."""
+    header = first_record(text, sniff_delimiter(text))
     if header[:2] == ["category", "title"]:
         return "category_title"
-    if "title" in header and ("category" in header or "genre" in header):
+    if "title" in header and ("category" in header or "genre" in header or not labeled):
         return "generic"
     if len(header) == len(AMAZON_COLUMNS):
         return "amazon"
@@ -135,7 +56,7 @@ def sniff_listing_format(path: Path, text: str) -> ListingFormat:
 
 
 def sniff_covers_format(path: Path, text: str) -> CoversFormat:
-    header = _first_record(text, sniff_delimiter(text))
+    header = first_record(text, sniff_delimiter(text))
     if all(column in header for column in BOOKDEPOSITORY_REQUIRED):
         return "bookdepository"
     if all(column in header for column in GENERIC_REQUIRED):
@@ -181,16 +102,22 @@ def _record_error(row: list[str], expected_columns: int) -> str | None:
 
 
 def _header_rows(path: Path, text: str, required: tuple[str, ...]) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    records = [(line, row) for line, row in _csv_records(text, sniff_delimiter(text)) if any(cell.strip() for cell in row)]
+    records = [(line, row) for line, row in csv_records(text, sniff_delimiter(text)) if any(cell.strip() for cell in row)]
     if not records:
         raise InputFileError(f"{path}: no rows at all; point params.yaml at a listing with rows")
-    header = [cell.strip().lstrip("\ufeff").lower() for cell in records[0][1]]
-    missing = [column for column in required if column not in header]
-    if missing:
-        raise InputFileError(f"{path}: missing column(s) {missing} in header {header[:12]}; add them or fix the delimiter")
+    header = checked_header(path, records[0][1], required)
     if len(records) == 1:
         raise InputFileError(f"{path}: a header but no data rows; add rows or remove the file from data.listings")
     return header, records[1:]
+
+
+def checked_header(path: Path, row: list[str], required: tuple[str, ...]) -> list[str]:
+    """The header's column names, lower case; an error naming the file when a required one is missing."""
+    header = [cell.strip().lstrip("\ufeff").lower() for cell in row]
+    missing = [column for column in required if column not in header]
+    if missing:
+        raise InputFileError(f"{path}: missing column(s) {missing} in header {header[:12]}; add them or fix the delimiter")
+    return header
 
 
 def _row_dict(header: list[str], row: list[str]) -> tuple[dict[str, str], str | None]:
@@ -211,23 +138,24 @@ def _listing_frame(records: list[dict[str, object]], path: Path, decoded: Decode
     return frame
 
 
+def amazon_record(path: Path, number: int, row: list[str]) -> dict[str, object]:
+    """One row of book32's headerless 7-column layout."""
+    record: dict[str, object] = {"source_file": str(path), "source_row": number,
+                                 "parse_error": _record_error(row, len(AMAZON_COLUMNS))}
+    if len(row) == len(AMAZON_COLUMNS):
+        fields = dict(zip(AMAZON_COLUMNS, row))
+        record.update(
+            book_id=_cell(fields["asin"]),
+            title=_cell(fields["title"]),
+            author=_author(fields["author"]),
+            genre=_amazon_genre(fields["category"], fields["category_id"]),
+        )
+    return record
+
+
 def read_amazon_listing(path: Path, decoded: DecodedText) -> pd.DataFrame:
     """book32-listing.csv: 7 quoted columns, no header, latin-1."""
-    records: list[dict[str, object]] = []
-    for number, row in _csv_records(decoded.text):
-        if not any(cell.strip() for cell in row):
-            continue
-        record: dict[str, object] = {"source_file": str(path), "source_row": number,
-                                     "parse_error": _record_error(row, len(AMAZON_COLUMNS))}
-        if len(row) == len(AMAZON_COLUMNS):
-            fields = dict(zip(AMAZON_COLUMNS, row))
-            record.update(
-                book_id=_cell(fields["asin"]),
-                title=_cell(fields["title"]),
-                author=_author(fields["author"]),
-                genre=_amazon_genre(fields["category"], fields["category_id"]),
-            )
-        records.append(record)
+    records = [amazon_record(path, number, row) for number, row in csv_records(decoded.text) if any(cell.strip() for cell in row)]
     return _listing_frame(records, path, decoded)
 
 
@@ -239,36 +167,36 @@ def _amazon_genre(category: str, category_id: str) -> str | None:
     return name
 
 
-def read_category_title_listing(path: Path, decoded: DecodedText) -> pd.DataFrame:
-    """The 'Category,Title' table: no author and no id, so the id derives from the title."""
-    header, body = _header_rows(path, decoded.text, ("category", "title"))
-    records: list[dict[str, object]] = []
-    for number, row in body:
-        fields, error = _row_dict(header, row)
-        title = _cell(fields.get("title"))
-        records.append({
-            "source_file": str(path), "source_row": number, "parse_error": error,
+def category_title_record(path: Path, header: list[str], number: int, row: list[str]) -> dict[str, object]:
+    """One row of the 'Category,Title' table: no author and no id, so the id derives from the title."""
+    fields, error = _row_dict(header, row)
+    title = _cell(fields.get("title"))
+    return {"source_file": str(path), "source_row": number, "parse_error": error,
             "book_id": title_book_id(title, None) if title else None,
-            "title": title, "author": None, "genre": _cell(fields.get("category")),
-        })
-    return _listing_frame(records, path, decoded)
+            "title": title, "author": None, "genre": _cell(fields.get("category"))}
+
+
+def generic_record(path: Path, header: list[str], number: int, row: list[str]) -> dict[str, object]:
+    """One row of a CSV whose header holds title and optionally category (or genre), author and id."""
+    genre_column = "category" if "category" in header else "genre"
+    id_column = next((c for c in ("asin", "isbn", "book_id", "id") if c in header), None)
+    fields, error = _row_dict(header, row)
+    return {"source_file": str(path), "source_row": number, "parse_error": error,
+            **_identity(fields, id_column), "genre": _cell(fields.get(genre_column))}
+
+
+def read_category_title_listing(path: Path, decoded: DecodedText) -> pd.DataFrame:
+    header, body = _header_rows(path, decoded.text, HEADED_REQUIRED["category_title"])
+    return _listing_frame([category_title_record(path, header, number, row) for number, row in body], path, decoded)
 
 
 def read_generic_listing(path: Path, decoded: DecodedText) -> pd.DataFrame:
-    """A CSV with a header holding title, category (or genre), and optionally author and id."""
-    header, body = _header_rows(path, decoded.text, ("title",))
-    genre_column = "category" if "category" in header else "genre"
-    id_column = next((c for c in ("asin", "isbn", "book_id", "id") if c in header), None)
-    records: list[dict[str, object]] = []
-    for number, row in body:
-        fields, error = _row_dict(header, row)
-        records.append({
-            "source_file": str(path), "source_row": number, "parse_error": error,
-            **_identity(fields, id_column), "genre": _cell(fields.get(genre_column)),
-        })
-    return _listing_frame(records, path, decoded)
+    header, body = _header_rows(path, decoded.text, HEADED_REQUIRED["generic"])
+    return _listing_frame([generic_record(path, header, number, row) for number, row in body], path, decoded)
 
 
+HEADED_REQUIRED = {"category_title": ("category", "title"), "generic": ("title",)}
+HEADED_RECORDS = {"category_title": category_title_record, "generic": generic_record}
 LISTING_READERS = {
     "amazon": read_amazon_listing,
     "category_title": read_category_title_listing,
@@ -278,7 +206,7 @@ LISTING_READERS = {
 
 def read_listing(path: Path, listing_format: str = "auto") -> pd.DataFrame:
     """A listing file in the given layout, or with its layout sniffed from the first row ("auto")."""
-    decoded = _read_text(path)
+    decoded = read_text(path)
     detected = sniff_listing_format(path, decoded.text) if listing_format == "auto" else listing_format
     return LISTING_READERS[detected](path, decoded)
 
@@ -336,7 +264,7 @@ COVER_READERS = {"bookdepository": read_bookdepository_covers, "generic": read_g
 
 
 def read_covers(path: Path, covers_format: str = "auto") -> tuple[pd.DataFrame, CoversFormat]:
-    decoded = _read_text(path)
+    decoded = read_text(path)
     detected = sniff_covers_format(path, decoded.text) if covers_format == "auto" else covers_format
     frame = COVER_READERS[detected](path, decoded)  # type: ignore[index]
     log.info("read %d cover rows from %s (%s, %s)", len(frame), path, detected, decoded.encoding)

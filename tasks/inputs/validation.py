@@ -38,9 +38,8 @@ log = logging.getLogger(__name__)
 # '-->> RICE RECIPES' or '+1 (555)' are titles, not formulas.
 FORMULA_LIKE = re.compile(r"^\s*(?:=|[+\-@].*\||[+\-@][A-Za-z_.]+\()")
 
-QUARANTINE_COLUMNS = [
-    "table", "source_file", "source_row", "book_id", "title", "author", "label", "image_ref", "reason", "detail",
-]
+QUARANTINE_COLUMNS = ["table", "source_file", "source_row", "book_id", "title", "author", "label", "image_ref", "reason",
+                      "detail"]
 
 
 def check(reason: str, expectation: type[Expectation], **arguments: object) -> Expectation:
@@ -125,8 +124,8 @@ def _check_rows_then_uniqueness(
     return kept, pd.concat([rejected, duplicates], ignore_index=True)
 
 
-def listing_checks(settings: ValidateSettings) -> list[Expectation]:
-    known = AMAZON_GENRES if settings.genre_set == "book32" else BOOKCOVER30_GENRES
+def listing_text_checks(settings: ValidateSettings) -> list[Expectation]:
+    """The row checks of every listing, labeled or not."""
     return [
         check("unparseable_row", gx.expectations.ExpectColumnValuesToBeInSet, column="parse_ok", value_set=[True]),
         check("formula_like_cell", gx.expectations.ExpectColumnValuesToBeInSet, column="formula_free", value_set=[True]),
@@ -134,6 +133,13 @@ def listing_checks(settings: ValidateSettings) -> list[Expectation]:
         check("title_empty", gx.expectations.ExpectColumnValuesToNotBeNull, column="title"),
         check("title_too_long", gx.expectations.ExpectColumnValueLengthsToBeBetween, column="title", min_value=1, max_value=settings.title_max_chars),
         check("author_too_long", gx.expectations.ExpectColumnValueLengthsToBeBetween, column="author", min_value=1, max_value=settings.author_max_chars),
+    ]
+
+
+def listing_checks(settings: ValidateSettings) -> list[Expectation]:
+    known = AMAZON_GENRES if settings.genre_set == "book32" else BOOKCOVER30_GENRES
+    return [
+        *listing_text_checks(settings),
         check("genre_missing", gx.expectations.ExpectColumnValuesToNotBeNull, column="genre"),
         check("genre_unknown", gx.expectations.ExpectColumnValuesToBeInSet, column="genre", value_set=list(known)),
     ]
@@ -166,6 +172,16 @@ def validate_listing(frame: pd.DataFrame, settings: ValidateSettings) -> TableOu
     quarantined["label"] = quarantined["genre"]
     clean = kept[["book_id", "title", "author", "genre"]].copy()
     clean["author"] = clean["author"].fillna("")
+    return _outcome("listing", frame, clean, quarantined)
+
+
+def validate_unlabeled_listing(frame: pd.DataFrame, settings: ValidateSettings) -> TableOutcome:
+    """A listing to classify: the listing suite's row checks, without the genre's (it has none yet)
+    or the uniqueness ones (a repeated book is classified as often as it is listed)."""
+    require_columns(frame, "listing", LISTING_COLUMNS)
+    frame = _with_row_ids(frame)
+    kept, quarantined = _split(frame, run_suite(frame, "unlabeled_listing_rows", listing_text_checks(settings)))
+    clean = kept[["source_row", "book_id", "title", "author"]].assign(author=kept["author"].fillna(""))
     return _outcome("listing", frame, clean, quarantined)
 
 
@@ -205,10 +221,8 @@ def cover_checks(settings: ValidateSettings, covers_format: str) -> list[Expecta
         check("image_too_small", gx.expectations.ExpectColumnValuesToBeBetween, column="image_min_side", min_value=settings.min_image_side),
     ]
     if covers_format == "bookdepository":
-        checks.append(check(
-            "category_unknown", gx.expectations.ExpectColumnValuesToBeInSet,
-            column="category", value_set=list(BOOKDEPOSITORY_CATEGORIES),
-        ))
+        checks.append(check("category_unknown", gx.expectations.ExpectColumnValuesToBeInSet, column="category",
+                            value_set=list(BOOKDEPOSITORY_CATEGORIES)))
     return checks
 
 
@@ -218,13 +232,8 @@ def _add_image_facts(frame: pd.DataFrame, settings: ValidateSettings) -> pd.Data
         frame.loc[has_ref, "image_root"].tolist(), frame.loc[has_ref, "image_ref"].tolist(),
         settings.max_image_pixels, settings.workers,
     ))
-    frame["image_inside_root"] = True
-    frame["image_exists"] = True
-    frame["image_decodes"] = True
-    frame["image_min_side"] = settings.min_image_side
-    frame["image_pixels"] = 0
-    frame["image_error"] = None
-    frame["image_path"] = None
+    frame = frame.assign(image_inside_root=True, image_exists=True, image_decodes=True, image_min_side=settings.min_image_side,
+                         image_pixels=0, image_error=None, image_path=None)
     if has_ref.any():
         frame.loc[has_ref, "image_inside_root"] = facts["inside_root"]
         frame.loc[has_ref, "image_exists"] = facts["exists"]
@@ -294,9 +303,7 @@ def write_outputs(settings: Settings, listing: TableOutcome, covers: TableOutcom
         (target if target.suffix == "" else target.parent).mkdir(parents=True, exist_ok=True)
     listing.kept.to_parquet(paths.clean_listing, index=False)
     covers.kept.to_parquet(paths.clean_covers, index=False)
-    quarantine = pd.concat([listing.quarantined, covers.quarantined], ignore_index=True).astype(
-        {"source_row": "Int64"}
-    )
+    quarantine = pd.concat([listing.quarantined, covers.quarantined], ignore_index=True).astype({"source_row": "Int64"})
     for column in QUARANTINE_COLUMNS:
         if column != "source_row":
             quarantine[column] = quarantine[column].astype("string")

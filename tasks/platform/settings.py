@@ -287,6 +287,11 @@ class SearchSettings(Section):
         return template
 
 
+class ClassifySettings(Section):  # bookcovers classify: a new listing labeled by the classifier champion
+    chunk_rows: int = Field(50_000, ge=1)
+    output_dir: Path = Path("data/predictions")
+
+
 class MlflowSettings(Section):
     experiment: str = "book-covers"
     classifier_model_name: str = "book-genre-classifier"
@@ -309,6 +314,7 @@ class Settings(Section):
     validate_: ValidateSettings = Field(ValidateSettings(), alias="validate")
     classifier: ClassifierSettings = ClassifierSettings()
     labeling: LabelingSettings = LabelingSettings()
+    classify: ClassifySettings = ClassifySettings()
     clip: ClipSettings = ClipSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     search: SearchSettings = SearchSettings()
