@@ -161,6 +161,8 @@ def report_markdown(summary: dict[str, object]) -> str:
 @task(name="classify-listing", cache_policy=NO_CACHE)
 def classify_listing(settings: Settings, listing: Path, output: Path | None = None) -> dict[str, object]:
     """Label a new listing with the classifier champion; write the predictions and the quarantine."""
+    if not str(listing).strip():
+        raise InputFileError("classify-listing needs `listing`: the path of a CSV on this machine to classify")
     listing, output = Path(listing), Path(output) if output else default_output(Path(listing), settings.classify.output_dir)
     if not listing.is_file():
         raise InputFileError(f"{listing}: file not found; give the path of a listing (CSV) to classify")
