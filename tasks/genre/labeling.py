@@ -33,9 +33,12 @@ log = logging.getLogger(__name__)
 def covers_by_book(covers: pd.DataFrame) -> pd.DataFrame:
     """One row per book (normalised title + author): its first ISBN and image, all its categories joined by '|'."""
     covers = covers.assign(work=normalized_text(covers["title"]) + "\x1f" + normalized_text(covers["author"]))
-    categories = covers.groupby("work", sort=False)["category"].agg(lambda c: "|".join(sorted(set(c) - {""})))
-    first = covers.drop_duplicates("work", keep="first").set_index("work")
-    books = first[["book_id", "title", "author", "image_path"]].join(categories.rename("categories")).reset_index(drop=True)
+    shelves: dict[str, set[str]] = {}  # a dict, not a groupby: one Python aggregation per book costs 20x more
+    for work, category in zip(covers["work"].tolist(), covers["category"].fillna("").tolist()):
+        shelves.setdefault(work, set()).add(category)
+    first = covers.drop_duplicates("work", keep="first")
+    books = first[["book_id", "title", "author", "image_path"]].reset_index(drop=True)
+    books["categories"] = ["|".join(sorted(shelves[work] - {""})) for work in first["work"]]
     books["category"] = books["categories"].str.split("|").str[0].fillna("")
     return books
 
