@@ -248,8 +248,8 @@ def promote(args: argparse.Namespace) -> None:
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
-    "run": run_pipeline, "stage": run_stage, "classify": classify_listing, "search": search_covers, "zero-shot": zero_shot_labels, "serve": serve_page, "ui": run_ui,
-    "experiments": run_experiments, "summary": print_summary, "promote": promote,
+    "run": run_pipeline, "stage": run_stage, "classify": classify_listing, "search": search_covers,
+    "zero-shot": zero_shot_labels, "serve": serve_page, "ui": run_ui, "experiments": run_experiments, "summary": print_summary, "promote": promote,
 }
 
 

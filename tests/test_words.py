@@ -34,7 +34,7 @@ def test_word_ngrams_equal_scikit_learns_tfidf_on_fit_and_on_unseen_titles() -> 
     ours = WordNgramVectorizer(min_df=2)
     expected, got = reference.fit_transform(TRAIN), ours.fit_transform(TRAIN)
     assert set(ours.vocabulary_) == set(reference.vocabulary_)
-    assert {"the art", "cafe", "naive", "c++"} - {"c++"} <= set(ours.vocabulary_)  # accents stripped, bigrams kept
+    assert {"the art", "cafe", "naive"} <= set(ours.vocabulary_)  # accents stripped, bigrams kept
     names = sorted(reference.vocabulary_)
     np.testing.assert_allclose(by_name(got, ours.vocabulary_, names), by_name(expected, reference.vocabulary_, names), atol=1e-6)
     unseen_expected, unseen_got = reference.transform(UNSEEN), ours.transform(TitleWords.of(UNSEEN))

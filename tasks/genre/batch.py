@@ -99,8 +99,13 @@ def default_output(listing: Path, output_dir: Path) -> Path:
     return output_dir / f"{listing.stem}.genres.csv"
 
 
+def beside(output: Path, suffix: str) -> Path:
+    """A file next to the output, named after it: genres.csv -> genres.quarantine.csv."""
+    return output.with_name(f"{output.name.rsplit('.', 1)[0]}{suffix}")
+
+
 def quarantine_path(output: Path) -> Path:
-    return output.with_name(f"{output.name.rsplit('.', 1)[0]}.quarantine.csv")
+    return beside(output, ".quarantine.csv")
 
 
 def predicted_rows(kept: pd.DataFrame, model: GenrePredictor, model_version: str) -> pd.DataFrame:
@@ -169,7 +174,7 @@ def classify_listing(settings: Settings, listing: Path, output: Path | None = No
     model, model_uri, version = load_champion_classifier(settings)
     report = classify_file(listing, output, model, str(version), settings.classify.chunk_rows, settings.validate_)
     summary = {**report.summary(), "model_uri": model_uri}
-    summary_file = output.with_name(f"{output.name.rsplit('.', 1)[0]}.summary.json")
+    summary_file = beside(output, ".summary.json")
     write_json(summary_file, summary)
     summary["mlflow_run_id"] = log_stage_run(
         settings.mlflow.experiment, "classify-listing", {"listing": listing, "output": output},
