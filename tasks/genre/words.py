@@ -189,7 +189,7 @@ class WordNgramVectorizer(BaseEstimator, TransformerMixin):
     strip_accents='unicode') with the same tokens, vocabulary rule and weights, built word by word.
 
     Each distinct word is tokenised once; a title's n-grams are then integer keys
-    (token, or pair of consecutive tokens) looked up with one sorted search, no string joins.
+    (token, or pair of consecutive tokens) looked up in one hash index (pandas), no string joins.
     """
 
     reads_title_words = True
