@@ -49,7 +49,7 @@ def listing_chunks(path: Path, chunk_rows: int, labeled: bool = False) -> Iterat
             rows += len(batch)
             yield pd.DataFrame.from_records(batch, columns=LISTING_COLUMNS)
             batch = []
-    if batch or not rows:
-        if not batch:
-            raise InputFileError(f"{path}: a header but no data rows; add rows")
+    if batch:
         yield pd.DataFrame.from_records(batch, columns=LISTING_COLUMNS)
+    elif not rows:
+        raise InputFileError(f"{path}: a header but no data rows; add rows")
