@@ -3,6 +3,7 @@
     bookcovers run [section.key=value ...]         the whole pipeline, then its summary
     bookcovers stage NAME [section.key=value ...]  one stage (the same flow `dvc repro` runs)
     bookcovers classify LISTING [-o OUT]           genres for a new listing from the classifier champion
+    bookcovers add-covers FOLDER                   a new covers folder labeled, embedded and added to the cover index
     bookcovers search "a title" | --cover FILE     covers for a title, or the genre of a cover
     bookcovers zero-shot COVER ... --labels "A, B"  each of your labels' probability for each cover
     bookcovers serve                               the search page
@@ -40,6 +41,12 @@ COMMANDS_HELP = {
                 "classify.chunk_rows chunks, validates each row with the listing checks, writes genre, probability, model "
                 "version and the input row (source_row) to OUT (.csv or .parquet; default classify.output_dir/<name>.genres.csv), "
                 "bad rows with their reasons to <OUT>.quarantine.csv, figures to <OUT>.summary.json, and an MLflow run",
+    "add-covers": "add a new covers folder (its one CSV: book-covers.csv's layout, or title,author,image[,category] with "
+                  "image paths relative to the CSV) to the cover index without rebuilding it: validated with the covers checks, "
+                  "labeled by the classifier champion, embedded by the CLIP that built the index; `search` and the search "
+                  "page find the new covers at once. Writes add_covers.batches_dir/NNNN-<digest>/ (the batch; the "
+                  "index_covers stage rebuilds from it too), the new index, the quarantined rows to "
+                  "classify.output_dir/<folder>.<csv>.covers-quarantine.csv, and an MLflow run. The same folder twice adds nothing",
     "search": "print the covers closest to a title (within its predicted or a chosen genre), or a cover's genre and the "
               "closest titles; reads the cover index. Each call loads both champions first (about 10 s on 2 CPU cores "
               "with the towers CLIP); for many queries use `bookcovers serve`, which loads them once",
@@ -83,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
     classify.add_argument("listing", type=Path, help="the listing file to classify")
     classify.add_argument("-o", "--output", type=Path, default=None, help="where the predictions go (.csv or .parquet)")
     classify.add_argument("overrides", **overrides)
+    add = command("add-covers")
+    add.add_argument("folder", type=Path, help="the covers folder (or its CSV)")
+    add.add_argument("overrides", **overrides)
     search = command("search")
     search.add_argument("title", nargs="?", default="", help="a book title")
     search.add_argument("--genre", default=None, help="search within this genre instead of the predicted one")
@@ -142,6 +152,22 @@ def classify_listing(args: argparse.Namespace) -> None:
     print(f"{summary['rows_classified']} of {summary['rows_in']} rows classified into {summary['output']} "
           f"({summary['rows_per_second']:,.0f} rows/s, champion v{summary['model_version']}); "
           f"{summary['rows_quarantined']} quarantined into {summary['quarantine']}")
+
+
+def add_cover_folder(args: argparse.Namespace) -> None:
+    check_params(args, data_root=False)
+    if not args.folder.exists():
+        raise UserError(f"{args.folder}: no such folder; give a covers folder or its CSV")
+    from flows.add_covers import add_covers_flow
+    from flows.runner import run_flow
+
+    summary = run_flow(add_covers_flow, ["--params", args.params, *args.overrides], arguments={"folder": str(args.folder)})
+    if summary["already_added"]:
+        print(f"{args.folder}: already in the cover index (batch {summary['batch']}); nothing added")
+    else:
+        print(f"{summary['covers_indexed']} covers added to the cover index (now {summary['index_covers']}); "
+              f"{summary['books_already_indexed']} books were already there")
+    print(f"{summary['rows_quarantined']} of {summary['rows_in']} rows quarantined into {summary['quarantine']}")
 
 
 def search_covers(args: argparse.Namespace) -> None:
@@ -248,7 +274,7 @@ def promote(args: argparse.Namespace) -> None:
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
-    "run": run_pipeline, "stage": run_stage, "classify": classify_listing, "search": search_covers,
+    "run": run_pipeline, "stage": run_stage, "classify": classify_listing, "add-covers": add_cover_folder, "search": search_covers,
     "zero-shot": zero_shot_labels, "serve": serve_page, "ui": run_ui, "experiments": run_experiments, "summary": print_summary, "promote": promote,
 }
 

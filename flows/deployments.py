@@ -10,6 +10,7 @@ from __future__ import annotations
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 
+from flows.add_covers import add_covers_flow
 from flows.classify_listing import classify_listing_flow
 from flows.pipeline import STAGES, pipeline
 
@@ -31,7 +32,12 @@ def deployments() -> list[RunnerDeployment]:
         description="Label a new listing with the classifier champion (no retraining): give `listing`, the path of a CSV "
                     "on this machine; predictions go to classify.output_dir (or `output`), bad rows to a quarantine file.",
     )
-    return [whole, *stages, classify]
+    add = add_covers_flow.to_deployment(
+        name="add-covers", tags=[*TAGS, "day-two"], parameters={**DEFAULT_PARAMETERS, "folder": ""},
+        description="Add a new covers folder to the cover index (no retraining): give `folder`, a covers folder or its CSV "
+                    "on this machine; labeled by the classifier champion, embedded by the index's CLIP, found by search at once.",
+    )
+    return [whole, *stages, classify, add]
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from conftest import CATEGORY_MAPPING, PROJECT_ROOT, TINY_OVERRIDES
 
 from tasks.platform.registry import alias_history, champion_version
@@ -58,6 +60,31 @@ def test_pipeline_flow_registers_both_models_as_champions(prefect_harness: None,
     for name in ("book-genre-classifier", "book-cover-clip"):
         assert [str(v.version) for v in mlflow_client.search_model_versions(f"name='{name}'")] == ["1"], name
         assert [h["version"] for h in alias_history(mlflow_client, name, "champion")] == ["1"], name
+    new_covers_are_added_and_a_full_rebuild_agrees(project_dir, overrides, settings)
+
+
+def new_covers_are_added_and_a_full_rebuild_agrees(project_dir: Path, overrides: list[str], settings) -> None:
+    """Day two: `add-covers` appends a generic covers folder to the index; index_covers rebuilds the same index."""
+    from flows.add_covers import add_covers_flow
+    from flows.index_covers import index_covers_flow
+
+    folder = project_dir / "new covers"
+    (folder / "img").mkdir(parents=True)
+    for i, name in enumerate(["a cover.jpg", "b:cover.jpg"]):
+        Image.new("RGB", (60, 90), (30 * i, 120, 200)).save(folder / "img" / name)
+    (folder / "new.csv").write_text('title,author,image\n"Rome, a Walking Guide",Ann Bee,img/a cover.jpg\n'
+                                    'Ancient Empires,Carl Dee,img/b:cover.jpg\nNo Image,X,img/absent.jpg\n', encoding="utf-8")
+    summary = add_covers_flow(str(folder), str(project_dir / "params.yaml"), overrides)
+    assert (summary["rows_in"], summary["rows_quarantined"], summary["covers_indexed"]) == (3, 1, 2)
+    assert summary["classifier_version"] == summary["clip_version"] == "1"
+    index = settings.paths.cover_index
+    incremental = {name: (index / name).read_bytes() for name in ("index.json", "books.parquet")}
+    images = np.load(index / "images.npy")
+    assert add_covers_flow(str(folder), str(project_dir / "params.yaml"), overrides)["already_added"]
+    index_covers_flow(str(project_dir / "params.yaml"), overrides)
+    assert json.loads((index / "index.json").read_bytes()) == json.loads(incremental["index.json"])
+    assert pd.read_parquet(index / "books.parquet")["title"].tail(2).tolist() == ["Rome, a Walking Guide", "Ancient Empires"]
+    np.testing.assert_allclose(np.load(index / "images.npy"), images, atol=1e-5)
 
 
 def a_new_listing_is_classified_by_the_champion(project_dir: Path, overrides: list[str]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -97,6 +98,7 @@ def test_make_ui_serves_deployments_runs_the_pipeline_from_the_api_and_stops_cle
         recount = subprocess.run([sys.executable, "-c", TRIGGER.split("run = ")[0] + COUNT_FLOW_RUNS], cwd=tmp_path, env=api,
                                  capture_output=True, text=True, timeout=120)
         assert int(recount.stdout.split()[-1]) == int(flow_runs) + 1, recount.stdout + recount.stderr
+        day_two_runs_from_the_api_leave_their_artifacts(tmp_path, api)
     finally:
         stopped = ui("stop", tmp_path)
     assert stopped.returncode == 0, stopped.stderr
@@ -105,6 +107,25 @@ def test_make_ui_serves_deployments_runs_the_pipeline_from_the_api_and_stops_cle
         assert not (tmp_path / ".ui" / f"{name}.pid").exists()
     assert (tmp_path / ".ui" / "prefect.log").is_file()
     assert not (tmp_path / ".ui" / "servers.json").exists()  # later runs use a temporary server again
+
+
+def day_two_runs_from_the_api_leave_their_artifacts(project: Path, api: dict[str, str]) -> None:
+    """`add-covers` and the drift monitor, started from the API as the UI's Run button does."""
+    folder = project / "new covers"
+    (folder / "img").mkdir(parents=True)
+    generated = sorted((project / "data" / "raw" / "generated").rglob("*.jpg"))[:3]
+    lines = ["title,author,image"]
+    for i, image in enumerate(generated):
+        shutil.copy(image, folder / "img" / f"new {i}.jpg")
+        lines.append(f"A Walking Guide to Town {i},New Author {i},img/new {i}.jpg")
+    (folder / "covers.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = subprocess.run([sys.executable, "-c", DAY_TWO], cwd=project, env=api, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    added_state, artifacts = run.stdout.strip().splitlines()[-2:]
+    assert added_state == "COMPLETED"
+    assert {"add-covers"} <= set(artifacts.split(","))
+    index = json.loads((project / "data" / "processed" / "cover_index" / "index.json").read_text())
+    assert index["batches"] and index["batches"][-1]["covers"] == 3
 
 
 def the_ui_lists_the_deployments(url: str, tmp_path: Path) -> None:
@@ -121,6 +142,15 @@ def the_ui_lists_the_deployments(url: str, tmp_path: Path) -> None:
         driver.quit()
 
 
+DAY_TWO = """
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+added = run_deployment("add-covers/add-covers", parameters={"folder": "new covers"}, timeout=500)
+with get_client(sync_client=True) as client:
+    artifacts = [a.key for a in client.read_artifacts() if a.key]
+print(added.state.type.value)
+print(",".join(sorted(set(artifacts))))
+"""
 COUNT_FLOW_RUNS = """
 with get_client(sync_client=True) as client:
     print(client.count_flow_runs())

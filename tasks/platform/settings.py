@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.platform.day_two_settings import AddCoversSettings, ClassifySettings, MonitorSettings, Section
 from tasks.platform.overrides import SettingsError, apply_override, explain
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -20,10 +21,6 @@ DEFAULT_PARAMS_FILE = Path("params.yaml")
 # absent: a data.root the user typed and that does not exist is a typo, and stops the run.
 DEFAULT_DATA_ROOT = Path("../shared/data")
 EMBEDDED = "embedded"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataSettings(Section):
@@ -287,11 +284,6 @@ class SearchSettings(Section):
         return template
 
 
-class ClassifySettings(Section):  # bookcovers classify: a new listing labeled by the classifier champion
-    chunk_rows: int = Field(50_000, ge=1)
-    output_dir: Path = Path("data/predictions")
-
-
 class MlflowSettings(Section):
     experiment: str = "book-covers"
     classifier_model_name: str = "book-genre-classifier"
@@ -315,6 +307,8 @@ class Settings(Section):
     classifier: ClassifierSettings = ClassifierSettings()
     labeling: LabelingSettings = LabelingSettings()
     classify: ClassifySettings = ClassifySettings()
+    add_covers: AddCoversSettings = AddCoversSettings()
+    monitor: MonitorSettings = MonitorSettings()
     clip: ClipSettings = ClipSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     search: SearchSettings = SearchSettings()

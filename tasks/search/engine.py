@@ -64,19 +64,37 @@ class CoverSearch:
 
     def __init__(self, folder: Path, classifier: mlflow.pyfunc.PyFuncModel, zero_shot_template: str, device: str = "cpu",
                  low_confidence_below: float = 0.0) -> None:
-        folder = Path(folder)
-        if not (folder / "index.json").is_file():
-            raise InputFileError(f"{folder}: no cover index; run the index_covers stage (`make run` or `dvc repro`)")
-        self.info = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-        self.images = np.load(folder / "images.npy", mmap_mode="r")
-        self.captions = np.load(folder / "captions.npy", mmap_mode="r")
-        self.books = pd.read_parquet(folder / "books.parquet")
-        self.bundle = load_saved_clip(folder / "clip", device)
+        self.folder, self.device, self.zero_shot_template = Path(folder), device, zero_shot_template
         self.classifier = classifier
-        self.genres = sorted(self.books["genre"].dropna().unique())
-        self.genre_prompts = embed_texts(self.bundle, [zero_shot_template.format(category=g) for g in self.genres])
-        self.caption_template = self.info["caption_template"]
         self.low_confidence_below = low_confidence_below
+        self.stamp: tuple[int, int] | None = None
+        self.info: dict[str, object] = {}
+        self.bundle = None
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Reload the index when it changed on disk (an `add-covers`, a rebuild): new covers are found at once.
+
+        One stat per query; the CLIP is reloaded only when the index was rebuilt with another one.
+        """
+        index_json = self.folder / "index.json"
+        if not index_json.is_file():
+            raise InputFileError(f"{self.folder}: no cover index; run the index_covers stage (`make run` or `dvc repro`)")
+        stat = index_json.stat()
+        if (stat.st_ino, stat.st_mtime_ns) == self.stamp:
+            return False
+        info = json.loads(index_json.read_text(encoding="utf-8"))
+        model_changed = self.bundle is None or (info.get("model"), info.get("version")) != (self.info.get("model"), self.info.get("version"))
+        self.info, self.stamp = info, (stat.st_ino, stat.st_mtime_ns)
+        self.images = np.load(self.folder / "images.npy", mmap_mode="r")
+        self.captions = np.load(self.folder / "captions.npy", mmap_mode="r")
+        self.books = pd.read_parquet(self.folder / "books.parquet")
+        if model_changed:
+            self.bundle = load_saved_clip(self.folder / "clip", self.device)
+        self.genres = sorted(self.books["genre"].dropna().unique())
+        self.genre_prompts = embed_texts(self.bundle, [self.zero_shot_template.format(category=g) for g in self.genres])
+        self.caption_template = self.info["caption_template"]
+        return True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CoverSearch:
@@ -90,6 +108,7 @@ class CoverSearch:
 
     def by_title(self, title: str, genre: str | None = None, k: int = 5) -> TitleResult:
         title, k = _checked_title(title), _checked_k(k)
+        self.refresh()
         probability = None
         if not genre:
             predicted = self.classifier.predict(pd.DataFrame({"title": [title], "author": [""]}))
@@ -102,6 +121,7 @@ class CoverSearch:
 
     def by_cover(self, data: bytes, k: int = 5) -> CoverResult:
         k = _checked_k(k)
+        self.refresh()
         vector = embed_images(self.bundle, decoded_upload(data, self.bundle.image_size))[0]
         probabilities = prompt_probabilities(self.bundle, self.genre_prompts, vector)
         order = np.argsort(-probabilities)[:5]

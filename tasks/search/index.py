@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -27,6 +28,7 @@ from tasks.clip.model import ClipBundle, embed_images, embed_texts, load_saved_c
 from tasks.clip.shards import labeled_shards
 from tasks.clip.towers import embed_tower_features
 from tasks.genre.labeling import make_captions
+from tasks.inputs.readers import normalized_text
 from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.platform.outputs import staged_folder, write_json
 from tasks.platform.registry import champion_version
@@ -103,30 +105,78 @@ def embed_in_chunks(bundle: ClipBundle, books: pd.DataFrame, captions: list[str]
 
 @task(name="index-covers", cache_policy=NO_CACHE)
 def build_index(settings: Settings) -> dict[str, object]:
-    """Embed every labeled cover with the champion CLIP into `paths.cover_index`."""
+    """Embed every labeled cover, then every added batch's (tasks/search/additions.py), with the champion CLIP."""
     paths = settings.paths
     require_inputs("index_covers", paths.labeled_covers)
     ensure_tracking_reachable()
     books = pd.read_parquet(paths.labeled_covers)
     with staged_folder(paths.cover_index) as staging:  # the index appears whole or not at all
         summary = _write_index(settings, books, staging)
-    log.info("indexed %d covers with %s v%s (%d could not be decoded)", summary["covers"], summary["model"], summary["version"],
-             summary["left_out"])
+    log.info("indexed %d covers with %s v%s (%d could not be decoded; %d from added batches)", summary["covers"],
+             summary["model"], summary["version"], summary["left_out"], sum(b["covers"] for b in summary["batches"]))
+    return summary
+
+
+@dataclass
+class IndexRows:
+    """What an index folder holds, built up part by part: the pipeline's covers, then each added batch."""
+
+    books: pd.DataFrame
+    images: np.ndarray
+    captions: np.ndarray
+    left_out: int = 0
+    batches: list[dict[str, object]] = field(default_factory=list)
+
+    def keys(self) -> set[str]:
+        return set(work_keys(self.books))
+
+    def append(self, books: pd.DataFrame, images: np.ndarray, captions: np.ndarray, left_out: int) -> None:
+        self.books = pd.concat([self.books, books[self.books.columns]], ignore_index=True)
+        self.images = np.concatenate([self.images, images]).astype(np.float32)
+        self.captions = np.concatenate([self.captions, captions]).astype(np.float32)
+        self.left_out += left_out
+
+
+def work_keys(books: pd.DataFrame) -> pd.Series:
+    """A book's identity across batches: its normalised title and author (as the labeling stage groups covers)."""
+    return normalized_text(books["title"]) + "\x1f" + normalized_text(books["author"].fillna(""))
+
+
+def append_batch(rows: IndexRows, bundle: ClipBundle, batch: pd.DataFrame, batch_id: str, template: str) -> None:
+    """A batch's books that are not in `rows` yet, embedded and appended; the same code for a full rebuild and an add."""
+    new = batch.loc[~work_keys(batch).isin(rows.keys())].reset_index(drop=True)
+    new = new.assign(caption=make_captions(new, template))
+    images, texts, ok = embed_in_chunks(bundle, new, new["caption"].tolist())
+    rows.append(new.loc[ok].reset_index(drop=True), images, texts, int((~ok).sum()))
+    rows.batches.append({"id": batch_id, "covers": int(ok.sum())})
+
+
+def save_index(folder: Path, rows: IndexRows, model: dict[str, str | None], template: str) -> dict[str, object]:
+    np.save(folder / "images.npy", rows.images)
+    np.save(folder / "captions.npy", rows.captions)
+    rows.books.to_parquet(folder / "books.parquet", index=False)
+    summary = {**model, "covers": len(rows.books), "left_out": rows.left_out, "dim": int(rows.images.shape[1]),
+               "caption_template": template, "batches": rows.batches}
+    write_json(folder / "index.json", summary)
     return summary
 
 
 def _write_index(settings: Settings, books: pd.DataFrame, folder: Path) -> dict[str, object]:
     model = champion_clip_folder(settings, folder / "clip")
     bundle = load_saved_clip(folder / "clip", settings.clip.device)
-    captions = make_captions(books, settings.labeling.caption_template).tolist()
+    template = settings.labeling.caption_template
+    captions = make_captions(books, template).tolist()
     images, texts, ok = embed_from_shards(bundle, settings, books, captions) or embed_in_chunks(bundle, books, captions)
     if not ok.any():
         raise DataQualityError(f"{settings.paths.labeled_covers}: no cover decodes any more; rerun the validate stage")
     kept = books.loc[ok, [c for c in BOOK_COLUMNS if c in books]].reset_index(drop=True)
-    np.save(folder / "images.npy", images)
-    np.save(folder / "captions.npy", texts)
-    kept.to_parquet(folder / "books.parquet", index=False)
-    summary = {**model, "covers": len(kept), "left_out": int((~ok).sum()), "dim": int(images.shape[1]),
-               "caption_template": settings.labeling.caption_template}
-    write_json(folder / "index.json", summary)
-    return summary
+    rows = IndexRows(kept, images, texts, int((~ok).sum()))
+    for batch_id, batch in added_batches(settings.add_covers.batches_dir):
+        append_batch(rows, bundle, batch, batch_id, template)
+    return save_index(folder, rows, model, template)
+
+
+def added_batches(batches_dir: Path) -> list[tuple[str, pd.DataFrame]]:
+    """The batches `bookcovers add-covers` recorded, in the order they were added (their folders are numbered)."""
+    folders = sorted(p for p in Path(batches_dir).glob("*/books.parquet")) if Path(batches_dir).is_dir() else []
+    return [(folder.parent.name, pd.read_parquet(folder)) for folder in folders]

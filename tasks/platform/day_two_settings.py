@@ -1,0 +1,51 @@
+"""The settings sections of the day-two commands: new listings, new covers, drift monitoring.
+
+Part of the one settings object (tasks/platform/settings.py builds it from params.yaml); kept in
+their own module because they configure work that runs beside the pipeline, not a stage of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Section(BaseModel):  # the base of every section, here so settings.py can import this module without a cycle
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassifySettings(Section):  # bookcovers classify: a new listing labeled by the classifier champion
+    chunk_rows: int = Field(50_000, ge=1)
+    output_dir: Path = Path("data/predictions")
+
+
+class AddCoversSettings(Section):  # bookcovers add-covers: a new covers folder appended to the cover index
+    batches_dir: Path = Path("data/added_covers")  # one folder per batch; the index_covers stage reads them too
+    covers_format: Literal["auto", "bookdepository", "generic"] = "auto"
+
+
+class MonitorSettings(Section):
+    """Drift of a new batch against the champion's reference; a measure drifts when its test is
+    significant *and* its effect is large, so big batches of the same data do not cry wolf."""
+
+    p_value: float = Field(0.01, gt=0, lt=1)          # per report, Bonferroni-corrected over its measures
+    numeric_effect: float = Field(0.1, gt=0)          # Wasserstein distance / the reference's std
+    category_effect: float = Field(0.1, gt=0, le=1)   # Jensen-Shannon distance (base 2) of the two distributions
+    embedding_auc: float = Field(0.75, gt=0.5, le=1)  # ROC AUC of a classifier telling batch covers from reference covers
+    reference_rows: int = Field(20_000, ge=100)       # of the classifier champion's held-out test split
+    reference_covers: int = Field(1_000, ge=50)       # of the indexed covers (decoded for the image measures)
+    flag_at_measures: int = Field(1, ge=1)            # this many drifted measures flag the flow run ...
+    on_drift: Literal["warn", "fail"] = "warn"        # ... as a completed run named "Drift" (warn) or a failed one
+    retrain_on_drift: bool = False                    # a flagged run starts the book-covers-pipeline deployment
+    reports_dir: Path = Path("data/monitoring")
+    monitor_cron: str | None = None                   # e.g. "0 6 * * *": `make ui` schedules the monitor (new batches)
+    retrain_cron: str | None = None                   # e.g. "0 3 * * 0": `make ui` schedules the whole pipeline
+
+    @field_validator("monitor_cron", "retrain_cron")
+    @classmethod
+    def _five_fields(cls, cron: str | None) -> str | None:
+        if cron is not None and len(cron.split()) != 5:
+            raise ValueError(f"a cron schedule has five fields (minute hour day month weekday), got {cron!r}")
+        return cron or None

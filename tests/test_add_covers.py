@@ -1,0 +1,175 @@
+"""`add-covers` on a tiny index: new covers appended and found at once, nothing added twice, every bad
+input of the corpus quarantined or refused without a crash or a lost row."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from bad_inputs import COVER_CASES, COVERS_CSV, Case, jpeg_bytes, write
+from test_cover_search import GENRES, TEMPLATE, FixedGenre
+
+from flows.bookcovers import main
+from tasks.clip.model import initial_bundle, load_saved_clip, save_bundle
+from tasks.genre.labeling import make_captions
+from tasks.platform.errors import InputFileError
+from tasks.platform.settings import ClipSettings, SmallClipSettings, ValidateSettings
+from tasks.search.additions import AddedBatch, add_to_index, covers_file, validated_covers
+from tasks.search.engine import CoverSearch
+from tasks.search.index import IndexRows, added_batches, append_batch, embed_in_chunks, save_index
+
+CHECKS = ValidateSettings(workers=1)
+
+
+class Settingsish:
+    """The two sections `validated_covers` reads."""
+
+    def __init__(self) -> None:
+        from tasks.platform.day_two_settings import AddCoversSettings
+
+        self.add_covers, self.validate_ = AddCoversSettings(), CHECKS
+
+
+@pytest.fixture(scope="module")
+def base_index(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
+    """20 generated covers indexed by a tiny random-init CLIP, as index_covers leaves it."""
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("index") / "cover_index"
+    covers = pd.read_csv(tiny_data.covers_csv).drop_duplicates("name").head(20)
+    root = tiny_data.covers_csv.parent
+    books = pd.DataFrame({
+        "book_id": covers["isbn"].astype(str), "title": covers["name"], "author": covers["author"].fillna(""),
+        "genre": [GENRES[i % 3] for i in range(len(covers))], "category": covers["category"],
+        "image_path": [str(root / p.replace("dataset/", "book-covers/")) for p in covers["img_paths"]],
+    }).reset_index(drop=True)
+    cfg = ClipSettings(model="small", device="cpu", small=SmallClipSettings(image_size=32, patch_size=8, hidden_size=32, layers=1,
+                                                                            heads=2, projection_dim=32, vocab_size=300, max_text_tokens=16))
+    bundle = initial_bundle(cfg, make_captions(books, TEMPLATE).tolist(), None, torch.device("cpu"))
+    folder.mkdir()
+    save_bundle(bundle, folder / "clip")
+    images, texts, ok = embed_in_chunks(bundle, books, make_captions(books, TEMPLATE).tolist())
+    assert ok.all()
+    save_index(folder, IndexRows(books, images, texts), {"model": "book-cover-clip", "version": "3", "uri": "x", "alias": "champion"},
+               TEMPLATE)
+    return folder
+
+
+@pytest.fixture()
+def index(base_index: Path, tmp_path: Path) -> Path:
+    shutil.copytree(base_index, tmp_path / "cover_index")
+    return tmp_path / "cover_index"
+
+
+def new_covers(root: Path, rows: list[tuple[str, str, str]], colors: int = 0) -> Path:
+    """A generic covers folder: title,author,image with the images beside the CSV."""
+    for i, (_, _, name) in enumerate(rows):
+        write(root / "img" / name, jpeg_bytes((64, 96), color=((40 * i + colors) % 256, 90, 200)))
+    lines = ["title,author,image"] + [",".join('"' + c.replace('"', '""') + '"' for c in (t, a, f"img/{n}")) for t, a, n in rows]
+    write(root / "covers.csv", ("\n".join(lines) + "\n").encode("utf-8"))
+    return root
+
+
+def add(index: Path, folder: Path, batches: Path) -> AddedBatch:
+    csv = covers_file(folder)
+    outcome, covers_format = validated_covers(csv, Settingsish())  # type: ignore[arg-type]
+    record = AddedBatch("", str(csv), covers_format, outcome.rows_in, len(outcome.kept), len(outcome.quarantined))
+    add_to_index(index, batches, csv, outcome, record, lambda: (FixedGenre(), "7"))
+    assert record.rows_in == record.rows_kept + record.rows_quarantined
+    return record
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+ODD = [("Paris by Night", "Ana Lee", "with space.jpg"), ("Le Voyage", "Jean Dupont", 'quote"d.jpg'),
+       ("Time: A History", "R. Roe", "co:lon.jpg"), ("Naïve 書", "李白", "naïve 書.jpg")]
+
+
+def test_new_covers_are_appended_labeled_and_found_by_a_running_search_at_once(index: Path, tmp_path: Path) -> None:
+    search = CoverSearch(index, FixedGenre(), "a book cover of {category}")
+    before = len(search.books)
+    record = add(index, new_covers(tmp_path / "new", ODD), tmp_path / "batches")
+    assert (record.books_new, record.covers_indexed, record.index_covers) == (4, 4, before + 4)
+    assert record.classifier_version == "7" and record.clip_version == "3" and not record.already_added
+    info = json.loads((index / "index.json").read_text())
+    assert info["covers"] == before + 4 and info["batches"] == [{"id": record.batch, "covers": 4}]
+    assert info["version"] == "3" and info["caption_template"] == TEMPLATE
+    books = pd.read_parquet(index / "books.parquet")
+    assert books["title"].tail(4).tolist() == [t for t, _, _ in ODD]
+    assert books["genre"].tail(4).tolist() == ["Travel", "History", "History", "History"]  # FixedGenre: "Paris..." is Travel
+    assert np.load(index / "images.npy").shape == np.load(index / "captions.npy").shape == (before + 4, 32)
+    hit_titles = {hit.title for hit in search.by_title("Paris by Night", k=before + 4).hits}
+    assert {t for t, _, _ in ODD} <= hit_titles and len(search.books) == before + 4
+    new_row = np.load(index / "images.npy")[before]
+    assert search._top(search.images, new_row, 1)[0].title == "Paris by Night"
+
+
+def test_the_same_folder_twice_adds_nothing_and_books_already_indexed_are_skipped(index: Path, tmp_path: Path) -> None:
+    folder = new_covers(tmp_path / "new", ODD)
+    first = add(index, folder, tmp_path / "batches")
+    after_first = digests(index)
+    again = add(index, folder, tmp_path / "batches")
+    assert again.already_added and again.covers_indexed == 0 and digests(index) == after_first
+    copy = new_covers(tmp_path / "copy", [(t, a, f"other {i}.jpg") for i, (t, a, _) in enumerate(ODD)], colors=7)
+    same_books = add(index, copy, tmp_path / "batches")
+    assert (same_books.books_already_indexed, same_books.books_new, same_books.covers_indexed) == (4, 0, 0)
+    assert digests(index) == after_first
+    assert [batch_id for batch_id, _ in added_batches(tmp_path / "batches")] == [first.batch]
+    assert first.batch.startswith("0001-")
+
+
+def test_a_rebuild_from_the_batches_gives_the_incremental_index(index: Path, base_index: Path, tmp_path: Path) -> None:
+    add(index, new_covers(tmp_path / "a", ODD[:2]), tmp_path / "batches")
+    second = add(index, new_covers(tmp_path / "b", ODD[2:], colors=3), tmp_path / "batches")
+    assert second.batch.startswith("0002-")
+    base = IndexRows(pd.read_parquet(base_index / "books.parquet"), np.load(base_index / "images.npy"),
+                     np.load(base_index / "captions.npy"))
+    bundle = load_saved_clip(base_index / "clip", "cpu")
+    for batch_id, batch in added_batches(tmp_path / "batches"):
+        append_batch(base, bundle, batch, batch_id, TEMPLATE)
+    rebuilt = tmp_path / "rebuilt"
+    rebuilt.mkdir()
+    info = json.loads((index / "index.json").read_text())
+    assert save_index(rebuilt, base, {k: info[k] for k in ("model", "version", "uri", "alias")}, TEMPLATE) == info
+    pd.testing.assert_frame_equal(pd.read_parquet(rebuilt / "books.parquet"), pd.read_parquet(index / "books.parquet"))
+    for name in ("images.npy", "captions.npy"):
+        np.testing.assert_allclose(np.load(rebuilt / name), np.load(index / name), atol=1e-6)
+
+
+@pytest.mark.parametrize("case", COVER_CASES, ids=[case.name for case in COVER_CASES])
+def test_every_bad_cover_input_is_quarantined_or_refused_without_a_lost_row(case: Case, index: Path, tmp_path: Path) -> None:
+    case.build(tmp_path / "data")
+    folder = (tmp_path / "data" / COVERS_CSV).parent
+    if case.expect == "refused":
+        with pytest.raises(InputFileError, match=case.message) as refused:
+            add(index, folder, tmp_path / "batches")
+        assert "\n" not in str(refused.value)
+        return
+    record = add(index, folder, tmp_path / "batches")
+    quarantined = pd.read_csv(Path(record.folder) / "quarantine.csv") if record.folder else None
+    assert record.rows_in == record.rows_kept + record.rows_quarantined
+    if case.expect == "kept":
+        assert record.rows_quarantined == 0 and record.covers_indexed == record.rows_kept == 3 + case.bad_rows
+    else:
+        assert record.rows_quarantined == case.bad_rows and record.covers_indexed == 3
+        assert quarantined is not None and case.expect in ";".join(quarantined["reason"])
+
+
+def test_a_folder_with_no_or_several_csvs_and_a_missing_folder_get_one_sentence(tmp_path: Path, capsys) -> None:
+    with pytest.raises(InputFileError, match="found 0"):
+        covers_file(tmp_path)
+    (tmp_path / "a.csv").write_text("title,author,image\n")
+    (tmp_path / "b.csv").write_text("title,author,image\n")
+    with pytest.raises(InputFileError, match=r"found 2 \(a.csv, b.csv\)"):
+        covers_file(tmp_path)
+    assert covers_file(tmp_path / "a.csv") == tmp_path / "a.csv"
+    with pytest.raises(SystemExit) as exit_code:
+        main(["add-covers", str(tmp_path / "absent")])
+    assert exit_code.value.code == 2 and "no such folder" in capsys.readouterr().err
