@@ -4,6 +4,7 @@
     bookcovers stage NAME [section.key=value ...]  one stage (the same flow `dvc repro` runs)
     bookcovers classify LISTING [-o OUT]           genres for a new listing from the classifier champion
     bookcovers add-covers FOLDER                   a new covers folder labeled, embedded and added to the cover index
+    bookcovers monitor [BATCH]                     drift report of a new batch (or of every unreported one)
     bookcovers search "a title" | --cover FILE     covers for a title, or the genre of a cover
     bookcovers zero-shot COVER ... --labels "A, B"  each of your labels' probability for each cover
     bookcovers serve                               the search page
@@ -47,6 +48,12 @@ COMMANDS_HELP = {
                   "page find the new covers at once. Writes add_covers.batches_dir/NNNN-<digest>/ (the batch; the "
                   "index_covers stage rebuilds from it too), the new index, the quarantined rows to "
                   "classify.output_dir/<folder>.<csv>.covers-quarantine.csv, and an MLflow run. The same folder twice adds nothing",
+    "monitor": "compare a new batch with the champions' reference and say whether it drifted: a `bookcovers classify` "
+               "output (title length and words, script, missing authors, predicted genres and their probability against "
+               "the classifier champion's held-out test split) or an add-covers batch folder (image size, brightness, "
+               "contrast, saturation and CLIP embeddings against the covers the pipeline indexed). Without BATCH, every "
+               "classify output and added batch that has no report yet. Writes monitor.reports_dir/<batch>.drift.html "
+               "and .json and an MLflow run; monitor.on_drift=fail makes a drifted batch exit with status 2",
     "search": "print the covers closest to a title (within its predicted or a chosen genre), or a cover's genre and the "
               "closest titles; reads the cover index. Each call loads both champions first (about 10 s on 2 CPU cores "
               "with the towers CLIP); for many queries use `bookcovers serve`, which loads them once",
@@ -93,6 +100,9 @@ def parser() -> argparse.ArgumentParser:
     add = command("add-covers")
     add.add_argument("folder", type=Path, help="the covers folder (or its CSV)")
     add.add_argument("overrides", **overrides)
+    monitor = command("monitor")
+    monitor.add_argument("batch", nargs="?", default=None, help="a classify output or an add-covers batch folder")
+    monitor.add_argument("overrides", **overrides)
     search = command("search")
     search.add_argument("title", nargs="?", default="", help="a book title")
     search.add_argument("--genre", default=None, help="search within this genre instead of the predicted one")
@@ -152,6 +162,7 @@ def classify_listing(args: argparse.Namespace) -> None:
     print(f"{summary['rows_classified']} of {summary['rows_in']} rows classified into {summary['output']} "
           f"({summary['rows_per_second']:,.0f} rows/s, champion v{summary['model_version']}); "
           f"{summary['rows_quarantined']} quarantined into {summary['quarantine']}")
+    print_drift(summary)
 
 
 def add_cover_folder(args: argparse.Namespace) -> None:
@@ -168,6 +179,23 @@ def add_cover_folder(args: argparse.Namespace) -> None:
         print(f"{summary['covers_indexed']} covers added to the cover index (now {summary['index_covers']}); "
               f"{summary['books_already_indexed']} books were already there")
     print(f"{summary['rows_quarantined']} of {summary['rows_in']} rows quarantined into {summary['quarantine']}")
+    print_drift(summary)
+
+
+def print_drift(summary: dict[str, object]) -> None:
+    for line in summary.get("drift", []):  # type: ignore[union-attr]
+        print(f"drift report: {line} (monitor.reports_dir has the HTML)")
+
+
+def monitor_batches(args: argparse.Namespace) -> None:
+    check_params(args, data_root=False)
+    if args.batch is not None and not Path(args.batch).exists():
+        raise UserError(f"{args.batch}: no such file or folder; give a classify output or an add-covers batch folder")
+    from flows.monitor import monitor_flow
+    from flows.runner import run_flow
+
+    result = run_flow(monitor_flow, ["--params", args.params, *args.overrides], arguments={"batch": args.batch})
+    print("\n".join(f"{line}  ({html})" for line, html in zip(result["drift"], result["reports"])) or "no batch without a report")
 
 
 def search_covers(args: argparse.Namespace) -> None:
@@ -274,7 +302,8 @@ def promote(args: argparse.Namespace) -> None:
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
-    "run": run_pipeline, "stage": run_stage, "classify": classify_listing, "add-covers": add_cover_folder, "search": search_covers,
+    "run": run_pipeline, "stage": run_stage, "classify": classify_listing, "add-covers": add_cover_folder, "monitor": monitor_batches,
+    "search": search_covers,
     "zero-shot": zero_shot_labels, "serve": serve_page, "ui": run_ui, "experiments": run_experiments, "summary": print_summary, "promote": promote,
 }
 

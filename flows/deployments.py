@@ -12,15 +12,19 @@ from prefect.deployments.runner import RunnerDeployment
 
 from flows.add_covers import add_covers_flow
 from flows.classify_listing import classify_listing_flow
+from flows.monitor import monitor_flow
 from flows.pipeline import STAGES, pipeline
+from tasks.platform.settings import load_settings
 
 TAGS = ["book-covers"]
 DEFAULT_PARAMETERS = {"params_file": "params.yaml", "overrides": []}
 
 
-def deployments() -> list[RunnerDeployment]:
+def deployments(params_file: str = "params.yaml") -> list[RunnerDeployment]:
+    """Every flow as a deployment; the monitor and the pipeline (retraining) on params.yaml's monitor crons, when set."""
+    crons = load_settings(params_file).monitor
     whole = pipeline.to_deployment(
-        name="book-covers-pipeline", tags=[*TAGS, "pipeline"], parameters=DEFAULT_PARAMETERS,
+        name="book-covers-pipeline", tags=[*TAGS, "pipeline"], parameters=DEFAULT_PARAMETERS, cron=crons.retrain_cron,
         description="The whole pipeline: validate, train + select the classifier, label covers, fine-tune CLIP, "
                     "evaluate, index covers. Overrides are section.key=value strings, e.g. clip.epochs=3.",
     )
@@ -37,7 +41,12 @@ def deployments() -> list[RunnerDeployment]:
         description="Add a new covers folder to the cover index (no retraining): give `folder`, a covers folder or its CSV "
                     "on this machine; labeled by the classifier champion, embedded by the index's CLIP, found by search at once.",
     )
-    return [whole, *stages, classify, add]
+    monitor = monitor_flow.to_deployment(
+        name="monitor-drift", tags=[*TAGS, "day-two"], parameters={**DEFAULT_PARAMETERS, "batch": None}, cron=crons.monitor_cron,
+        description="Drift reports of new batches against the champions' reference: give `batch` (a classify output or an "
+                    "add-covers batch folder), or leave it empty to report on every batch without a report (the scheduled run).",
+    )
+    return [whole, *stages, classify, add, monitor]
 
 
 if __name__ == "__main__":

@@ -77,6 +77,9 @@ def new_covers_are_added_and_a_full_rebuild_agrees(project_dir: Path, overrides:
     summary = add_covers_flow(str(folder), str(project_dir / "params.yaml"), overrides)
     assert (summary["rows_in"], summary["rows_quarantined"], summary["covers_indexed"]) == (3, 1, 2)
     assert summary["classifier_version"] == summary["clip_version"] == "1"
+    assert len(summary["drift"]) == 1 and summary["drift"][0].startswith(Path(summary["folder"]).name)
+    covers_report = json.loads((settings.monitor.reports_dir / f"covers-{Path(summary['folder']).name}.drift.json").read_text())
+    assert {"image brightness", "image aspect ratio", "cover embeddings"} <= {m["name"] for m in covers_report["measures"]}
     index = settings.paths.cover_index
     incremental = {name: (index / name).read_bytes() for name in ("index.json", "books.parquet")}
     images = np.load(index / "images.npy")
@@ -98,6 +101,14 @@ def a_new_listing_is_classified_by_the_champion(project_dir: Path, overrides: li
     predicted = pd.read_csv(summary["output"])
     assert predicted["source_row"].tolist() == [2, 4] and predicted["genre"].notna().all()
     assert client().get_run(summary["mlflow_run_id"]).data.metrics["rows_classified"] == 2
+    report = json.loads((settings_of(project_dir, overrides).monitor.reports_dir / "listing-new-books.genres.drift.json").read_text())
+    assert summary["drift"] == [f"new-books.genres.csv: {report['verdict']}"] and report["batch_rows"] == 2
+    assert {m["name"] for m in report["measures"]} >= {"title script", "genre", "genre probability"}
+    assert Path(report["html"]).read_text().count("<svg") == len(report["measures"])
+
+
+def settings_of(project_dir: Path, overrides: list[str]):  # noqa: ANN201  Settings
+    return load_settings(project_dir / "params.yaml", overrides)
 
 
 def output_digests(settings) -> dict[str, str]:

@@ -110,7 +110,7 @@ def test_make_ui_serves_deployments_runs_the_pipeline_from_the_api_and_stops_cle
 
 
 def day_two_runs_from_the_api_leave_their_artifacts(project: Path, api: dict[str, str]) -> None:
-    """`add-covers` and the drift monitor, started from the API as the UI's Run button does."""
+    """`add-covers` and the drift monitor, started from the API as the UI's Run button does; both leave their artifacts."""
     folder = project / "new covers"
     (folder / "img").mkdir(parents=True)
     generated = sorted((project / "data" / "raw" / "generated").rglob("*.jpg"))[:3]
@@ -122,8 +122,9 @@ def day_two_runs_from_the_api_leave_their_artifacts(project: Path, api: dict[str
     run = subprocess.run([sys.executable, "-c", DAY_TWO], cwd=project, env=api, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     added_state, artifacts = run.stdout.strip().splitlines()[-2:]
-    assert added_state == "COMPLETED"
-    assert {"add-covers"} <= set(artifacts.split(","))
+    assert added_state == "COMPLETED COMPLETED"
+    assert {"add-covers", "drift-report", "drift-report-html"} <= set(artifacts.split(","))
+    assert (project / "data" / "monitoring" / "listing-new.genres.drift.html").is_file()
     index = json.loads((project / "data" / "processed" / "cover_index" / "index.json").read_text())
     assert index["batches"] and index["batches"][-1]["covers"] == 3
 
@@ -146,9 +147,10 @@ DAY_TWO = """
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 added = run_deployment("add-covers/add-covers", parameters={"folder": "new covers"}, timeout=500)
+monitored = run_deployment("monitor-drift/monitor-drift", parameters={"batch": "data/predictions/new.genres.parquet"}, timeout=300)
 with get_client(sync_client=True) as client:
     artifacts = [a.key for a in client.read_artifacts() if a.key]
-print(added.state.type.value)
+print(added.state.type.value, monitored.state.type.value)
 print(",".join(sorted(set(artifacts))))
 """
 COUNT_FLOW_RUNS = """

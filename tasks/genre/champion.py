@@ -85,7 +85,7 @@ def _score(predict: Callable[[pd.DataFrame], pd.DataFrame], books: pd.DataFrame,
     return label_scores(books["genre"].to_numpy(), predicted)[metric]
 
 
-def _champion_test_split(mlflow_client: MlflowClient, name: str, version: str) -> pd.DataFrame | None:
+def champion_test_split(mlflow_client: MlflowClient, name: str, version: str) -> pd.DataFrame | None:
     run_id = mlflow_client.get_model_version(name, version).run_id
     try:
         with tempfile.TemporaryDirectory() as folder:
@@ -121,7 +121,7 @@ def judge(mlflow_client: MlflowClient, registry: MlflowSettings, metric: str, ve
         return keep_as_challenger(mlflow_client, name, alias, version,
                                   f"trained on other data ({after}) with another label set than champion v{current} ({before}): "
                                   f"no common test set; {switch}")
-    champion_test = _champion_test_split(mlflow_client, name, current)
+    champion_test = champion_test_split(mlflow_client, name, current)
     if champion_test is None:
         return keep_as_challenger(mlflow_client, name, alias, version,
                                   f"trained on other data ({after}) than champion v{current} ({before}), whose test split can no "

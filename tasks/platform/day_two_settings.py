@@ -36,6 +36,7 @@ class MonitorSettings(Section):
     embedding_auc: float = Field(0.75, gt=0.5, le=1)  # ROC AUC of a classifier telling batch covers from reference covers
     reference_rows: int = Field(20_000, ge=100)       # of the classifier champion's held-out test split
     reference_covers: int = Field(1_000, ge=50)       # of the indexed covers (decoded for the image measures)
+    batch_sample_rows: int = Field(50_000, ge=100)    # of a classify output, sampled uniformly while it is streamed
     flag_at_measures: int = Field(1, ge=1)            # this many drifted measures flag the flow run ...
     on_drift: Literal["warn", "fail"] = "warn"        # ... as a completed run named "Drift" (warn) or a failed one
     retrain_on_drift: bool = False                    # a flagged run starts the book-covers-pipeline deployment

@@ -40,7 +40,7 @@ from tasks.search.index import BOOK_COLUMNS, IndexRows, append_batch, save_index
 
 log = logging.getLogger(__name__)
 
-BATCH_COLUMNS = [*BOOK_COLUMNS, "genre_probability"]
+BATCH_COLUMNS = BOOK_COLUMNS
 
 
 @dataclass

@@ -37,7 +37,7 @@ from tasks.platform.tracking import client, ensure_tracking_reachable
 
 log = logging.getLogger(__name__)
 
-BOOK_COLUMNS = ["book_id", "title", "author", "genre", "category", "image_path"]
+BOOK_COLUMNS = ["book_id", "title", "author", "genre", "genre_probability", "category", "image_path"]
 
 
 def index_model(mlflow_client: MlflowClient, registry: MlflowSettings) -> dict[str, str | None]:
