@@ -125,7 +125,8 @@ def write_tiny_project(target: Path) -> None:
     """A copy of the project with params.yaml shrunk, as a git + DVC repository."""
     for name in ("flows", "tasks", "config"):
         shutil.copytree(PROJECT_ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", "data/added_covers/.gitignore"):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / name, target / name)
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     for override in TINY_PIPELINE:

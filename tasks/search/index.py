@@ -110,6 +110,7 @@ def build_index(settings: Settings) -> dict[str, object]:
     require_inputs("index_covers", paths.labeled_covers)
     ensure_tracking_reachable()
     books = pd.read_parquet(paths.labeled_covers)
+    settings.add_covers.batches_dir.mkdir(parents=True, exist_ok=True)  # a DVC dependency of this stage, empty until an add
     with staged_folder(paths.cover_index) as staging:  # the index appears whole or not at all
         summary = _write_index(settings, books, staging)
     log.info("indexed %d covers with %s v%s (%d could not be decoded; %d from added batches)", summary["covers"],
