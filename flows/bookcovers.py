@@ -188,6 +188,8 @@ def print_drift(summary: dict[str, object]) -> None:
 
 
 def monitor_batches(args: argparse.Namespace) -> None:
+    if args.batch is not None and "=" in args.batch and not Path(args.batch).exists():  # `monitor key=value`: no batch given
+        args.overrides, args.batch = [args.batch, *args.overrides], None
     check_params(args, data_root=False)
     if args.batch is not None and not Path(args.batch).exists():
         raise UserError(f"{args.batch}: no such file or folder; give a classify output or an add-covers batch folder")

@@ -115,3 +115,19 @@ def test_the_crons_schedule_the_monitor_and_retraining_deployments_and_are_off_b
     assert scheduled == {"monitor-drift": ["0 6 * * *"], "book-covers-pipeline": ["0 3 * * 0"]}
     with pytest.raises(SettingsError, match="five fields"):
         load_settings(tmp_path / "params.yaml", ["monitor.retrain_cron=daily"])
+
+
+def test_the_monitor_command_takes_overrides_without_a_batch_and_names_a_missing_one(tmp_path: Path, capsys,
+                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import bookcovers
+
+    monkeypatch.chdir(tmp_path)
+    seen: list[tuple[object, list[str]]] = []
+    monkeypatch.setattr(bookcovers, "check_params", lambda args, data_root: seen.append((args.batch, args.overrides)))
+    monkeypatch.setattr("flows.runner.run_flow", lambda *a, **k: {"drift": [], "reports": []})  # no flow run: parsing only
+    bookcovers.main(["monitor", "monitor.on_drift=fail", "monitor.flag_at_measures=2"])
+    assert "no batch without a report" in capsys.readouterr().out
+    assert seen == [(None, ["monitor.on_drift=fail", "monitor.flag_at_measures=2"])]
+    with pytest.raises(SystemExit) as exit_code:
+        bookcovers.main(["monitor", str(tmp_path / "absent.genres.csv")])
+    assert exit_code.value.code == 2 and "no such file or folder" in capsys.readouterr().err
