@@ -17,6 +17,8 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
+SEARCH_SIZES ?= 100000,1000000,10000000
+
 .PHONY: setup init run repro test test-fast summary plots plots-template experiments lock clean clean-outputs bench-classifier bench-labeling bench-classify bench-search bench-clip search-page browser ui ui-stop
 
 $(STAMP): pyproject.toml requirements.lock
@@ -73,8 +75,9 @@ bench-labeling: setup ## champion classifier titles/s on 100,000 real titles, fi
 bench-classify: setup ## bookcovers classify rows/s and peak memory on generated 500k- and 1M-row listings (after make run)
 	$(PY) -m benchmarks.classify
 
-bench-search: setup ## query latency of the cover search at 100,000 covers (after make run)
+bench-search: setup ## cover search latency at 100,000 covers, then exact vs FAISS index at SEARCH_SIZES covers (after make run; 10 GB of disk at 10 M)
 	$(PY) -m benchmarks.search
+	$(PY) -m benchmarks.search_scale --sizes $(SEARCH_SIZES)
 
 bench-clip: setup ## CLIP fine-tuning pairs/s, speed-up over the naive recipe, MFU, peak memory (ViT-B/32 on a GPU; small CLIP on CPU); needs ../shared/data
 	$(PY) -m benchmarks.clip

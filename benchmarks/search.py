@@ -135,7 +135,7 @@ def main() -> None:
         search = CoverSearch(Path(folder), classifier, settings.evaluate.zero_shot_template, "cpu")
         search.by_title(QUERIES[0])  # warm-up: first calls allocate
         phases = time_queries(search, args.repeats)
-        dim = search.images.shape[1]
+        dim = search.images.matrix.shape[1]
     partition, full_sort = rank_at_512(args.rows, args.repeats, seed=1)
     print(f"cover search, {args.rows:,} indexed covers ({'real' if real_index else 'no real'} covers + random padding), "
           f"CLIP {clip_folder} (d = {dim}), {len(QUERIES) * args.repeats} queries, {args.threads} torch thread(s)")

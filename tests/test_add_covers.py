@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,10 +20,12 @@ from flows.bookcovers import main
 from tasks.clip.model import initial_bundle, load_saved_clip, save_bundle
 from tasks.genre.labeling import make_captions
 from tasks.platform.errors import InputFileError
+from tasks.platform.sections import VectorIndexSettings
 from tasks.platform.settings import ClipSettings, SmallClipSettings, ValidateSettings
-from tasks.search.additions import AddedBatch, add_to_index, covers_file, validated_covers
+from tasks.search.additions import AddedBatch, add_to_index, covers_file, read_index_rows, validated_covers
 from tasks.search.engine import CoverSearch
 from tasks.search.index import IndexRows, added_batches, append_batch, embed_in_chunks, save_index
+from tasks.search.vectors import ApproximateVectors, ExactVectors
 
 CHECKS = ValidateSettings(workers=1)
 
@@ -31,7 +34,7 @@ class Settingsish:
     """The two sections `validated_covers` reads."""
 
     def __init__(self) -> None:
-        from tasks.platform.day_two_settings import AddCoversSettings
+        from tasks.platform.sections import AddCoversSettings
 
         self.add_covers, self.validate_ = AddCoversSettings(), CHECKS
 
@@ -56,7 +59,7 @@ def base_index(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
     images, texts, ok = embed_in_chunks(bundle, books, make_captions(books, TEMPLATE).tolist())
     assert ok.all()
     save_index(folder, IndexRows(books, images, texts), {"model": "book-cover-clip", "version": "3", "uri": "x", "alias": "champion"},
-               TEMPLATE)
+               TEMPLATE, VectorIndexSettings())
     return folder
 
 
@@ -75,11 +78,11 @@ def new_covers(root: Path, rows: list[tuple[str, str, str]], colors: int = 0) ->
     return root
 
 
-def add(index: Path, folder: Path, batches: Path) -> AddedBatch:
+def add(index: Path, folder: Path, batches: Path, vector_settings: VectorIndexSettings | None = None) -> AddedBatch:
     csv = covers_file(folder)
     outcome, covers_format = validated_covers(csv, Settingsish())  # type: ignore[arg-type]
     record = AddedBatch("", str(csv), covers_format, outcome.rows_in, len(outcome.kept), len(outcome.quarantined))
-    add_to_index(index, batches, csv, outcome, record, lambda: (FixedGenre(), "7"))
+    add_to_index(index, batches, csv, outcome, record, lambda: (FixedGenre(), "7"), vector_settings or VectorIndexSettings())
     assert record.rows_in == record.rows_kept + record.rows_quarantined
     return record
 
@@ -111,6 +114,29 @@ def test_new_covers_are_appended_labeled_and_found_by_a_running_search_at_once(i
     assert search._top(search.images, new_row, 1)[0].title == "Paris by Night"
 
 
+def test_an_approximate_index_grows_its_faiss_files_without_retraining_and_finds_the_new_covers(
+        base_index: Path, tmp_path: Path) -> None:
+    approximate = VectorIndexSettings(approximate_above=10, codes="Flat", train_rows=1_000, chunk_rows=1_000)
+    index = tmp_path / "cover_index"
+    shutil.copytree(base_index, index)
+    rows, info = read_index_rows(index)
+    plan = save_index(index, rows, {k: info[k] for k in ("model", "version", "uri", "alias")}, TEMPLATE, approximate)["approximate"]
+    assert plan == {"factory": "IVF1,Flat", "lists": 1, "probes": 1, "rerank": 40}
+    search = CoverSearch(index, FixedGenre(), "a book cover of {category}")
+    assert isinstance(search.images, ApproximateVectors) and isinstance(search.captions, ApproximateVectors)
+    before = len(search.books)
+    record = add(index, new_covers(tmp_path / "new", ODD), tmp_path / "batches", approximate)
+    info = json.loads((index / "index.json").read_text())
+    assert record.covers_indexed == 4 and info["covers"] == before + 4 and info["approximate"] == plan
+    assert [faiss.read_index(str(index / f"{name}.faiss")).ntotal for name in ("images", "captions")] == [before + 4] * 2
+    assert search.refresh() and len(search.books) == before + 4  # what every query does first
+    new_row = np.load(index / "images.npy")[before]
+    assert search._top(search.images, new_row, 1)[0].title == "Paris by Night"
+    exact = ExactVectors(np.load(index / "images.npy"))
+    for row in np.load(index / "captions.npy"):
+        np.testing.assert_array_equal(search.images.top(row, 5)[0], exact.top(row, 5)[0])
+
+
 def test_the_same_folder_twice_adds_nothing_and_books_already_indexed_are_skipped(index: Path, tmp_path: Path) -> None:
     folder = new_covers(tmp_path / "new", ODD)
     first = add(index, folder, tmp_path / "batches")
@@ -137,7 +163,8 @@ def test_a_rebuild_from_the_batches_gives_the_incremental_index(index: Path, bas
     rebuilt = tmp_path / "rebuilt"
     rebuilt.mkdir()
     info = json.loads((index / "index.json").read_text())
-    assert save_index(rebuilt, base, {k: info[k] for k in ("model", "version", "uri", "alias")}, TEMPLATE) == info
+    assert save_index(rebuilt, base, {k: info[k] for k in ("model", "version", "uri", "alias")}, TEMPLATE,
+                      VectorIndexSettings()) == info
     pd.testing.assert_frame_equal(pd.read_parquet(rebuilt / "books.parquet"), pd.read_parquet(index / "books.parquet"))
     for name in ("images.npy", "captions.npy"):
         np.testing.assert_allclose(np.load(rebuilt / name), np.load(index / name), atol=1e-6)

@@ -15,10 +15,12 @@ from PIL import Image
 
 from tasks.clip.model import initial_bundle, save_bundle
 from tasks.genre.labeling import make_captions
+from tasks.platform.sections import VectorIndexSettings
 from tasks.platform.settings import ClipSettings, SmallClipSettings
 from tasks.search.app import create_app
 from tasks.search.engine import CoverSearch, SearchInputError
 from tasks.search.index import embed_in_chunks
+from tasks.search.vectors import ApproximateVectors, ExactVectors, write_approximate
 
 TEMPLATE = "{title} by {author}, {genre}"
 GENRES = ["Travel", "History", "Romance"]
@@ -33,8 +35,9 @@ class FixedGenre:
         return pd.DataFrame({"genre": genre, "probability": probability})
 
 
-@pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
+@pytest.fixture(scope="module", params=["exact", "approximate"])
+def index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
+    """60 covers; searched exactly, and through a FAISS index (every list probed: the same answers expected)."""
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("index")
     covers = pd.read_csv(tiny_data.covers_csv)
@@ -54,13 +57,18 @@ def index(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
     np.save(folder / "images.npy", images)
     np.save(folder / "captions.npy", texts)
     books.to_parquet(folder / "books.parquet", index=False)
-    (folder / "index.json").write_text(json.dumps({"caption_template": TEMPLATE, "covers": 60}))
+    plan = write_approximate(folder, 60, VectorIndexSettings(approximate_above=10, codes="Flat", train_rows=1_000, chunk_rows=1_000)
+                             ) if request.param == "approximate" else None
+    (folder / "index.json").write_text(json.dumps({"caption_template": TEMPLATE, "covers": 60, "approximate": plan}))
     return folder
 
 
 @pytest.fixture(scope="module")
 def search(index: Path) -> CoverSearch:
-    return CoverSearch(index, FixedGenre(), "a book cover of {category}", low_confidence_below=0.3)
+    search = CoverSearch(index, FixedGenre(), "a book cover of {category}", low_confidence_below=0.3)
+    kind = ApproximateVectors if search.info["approximate"] else ExactVectors
+    assert isinstance(search.images, kind) and isinstance(search.captions, kind)
+    return search
 
 
 def png(color: str = "red", size: tuple[int, int] = (40, 60)) -> bytes:
@@ -77,7 +85,7 @@ def test_a_title_gets_its_predicted_genre_and_the_best_covers_in_order(search: C
     query = search.caption_template.format(title="Paris in spring", author="unknown author", genre="Travel", category="", probability=0.75)
     from tasks.clip.model import embed_texts
 
-    brute = np.asarray(search.images) @ embed_texts(search.bundle, [query])[0]
+    brute = np.asarray(search.images.matrix) @ embed_texts(search.bundle, [query])[0]
     assert [hit.row for hit in result.hits] == list(np.argsort(-brute)[:5])
     assert scores[0] == pytest.approx(float(brute.max()), abs=1e-5)
 

@@ -77,6 +77,7 @@ def new_covers_are_added_and_a_full_rebuild_agrees(project_dir: Path, overrides:
     summary = add_covers_flow(str(folder), str(project_dir / "params.yaml"), overrides)
     assert (summary["rows_in"], summary["rows_quarantined"], summary["covers_indexed"]) == (3, 1, 2)
     assert summary["classifier_version"] == summary["clip_version"] == "1"
+    assert json.loads((Path(summary["folder"]) / "batch.json").read_text())["covers_indexed"] == 2  # rewritten once indexed
     assert len(summary["drift"]) == 1 and summary["drift"][0].startswith(Path(summary["folder"]).name)
     covers_report = json.loads((settings.monitor.reports_dir / f"covers-{Path(summary['folder']).name}.drift.json").read_text())
     assert {"image brightness", "image aspect ratio", "cover embeddings"} <= {m["name"] for m in covers_report["measures"]}

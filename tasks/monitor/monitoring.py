@@ -29,7 +29,7 @@ from tasks.genre.champion import champion_test_split
 from tasks.genre.labeling import load_champion_classifier
 from tasks.monitor.drift import DriftReport, DriftThresholds, covers_drift, image_features, listing_drift
 from tasks.monitor.report import report_html, report_markdown
-from tasks.platform.day_two_settings import MonitorSettings
+from tasks.platform.sections import MonitorSettings
 from tasks.platform.errors import DataQualityError, InputFileError, UserError, require_inputs
 from tasks.platform.outputs import write_json
 from tasks.platform.settings import Settings

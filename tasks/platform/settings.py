@@ -13,8 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.platform.day_two_settings import AddCoversSettings, ClassifySettings, MonitorSettings, Section
 from tasks.platform.overrides import SettingsError, apply_override, explain
+from tasks.platform.sections import AddCoversSettings, ClassifySettings, MonitorSettings, Section, VectorIndexSettings
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 # The real data beside the project. Only this default may fall back to the embedded data set when
@@ -312,6 +312,7 @@ class Settings(Section):
     clip: ClipSettings = ClipSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     search: SearchSettings = SearchSettings()
+    vector_index: VectorIndexSettings = VectorIndexSettings()
     mlflow: MlflowSettings = MlflowSettings()
     runtime: RuntimeSettings = RuntimeSettings()
 

@@ -34,6 +34,7 @@ from tasks.inputs.validation import TableOutcome, validate_covers
 from tasks.platform.errors import InputFileError, require_inputs
 from tasks.platform.outputs import staged_folder, write_json
 from tasks.platform.reliability import pipeline_lock
+from tasks.platform.sections import VectorIndexSettings
 from tasks.platform.settings import Settings
 from tasks.platform.tracking import log_stage_run
 from tasks.search.index import BOOK_COLUMNS, IndexRows, append_batch, save_index, work_keys
@@ -163,8 +164,11 @@ def add_covers(settings: Settings, folder: Path) -> dict[str, object]:
         return model, version
 
     with pipeline_lock(settings.runtime.lock_file, settings.runtime.lock_wait_seconds):  # the index is the pipeline's output
-        add_to_index(index, settings.add_covers.batches_dir, csv, outcome, record, champion, settings.clip.device)
+        add_to_index(index, settings.add_covers.batches_dir, csv, outcome, record, champion, settings.vector_index,
+                     settings.clip.device)
     record.seconds = round(time.perf_counter() - started, 2)
+    if record.folder:  # the batch's record, first written before its covers were embedded, now says what was indexed
+        write_json(Path(record.folder) / "batch.json", asdict(record))
     summary = {**asdict(record), "by_reason": dict(outcome.by_reason)}
     summary["mlflow_run_id"] = log_stage_run(
         settings.mlflow.experiment, "add-covers", {"covers_file": csv},
@@ -177,7 +181,8 @@ def add_covers(settings: Settings, folder: Path) -> dict[str, object]:
 
 
 def add_to_index(index: Path, batches_dir: Path, csv: Path, outcome: TableOutcome, record: AddedBatch,
-                 classifier: Callable[[], tuple[GenrePredictor, str | None]], device: str = "cpu") -> None:
+                 classifier: Callable[[], tuple[GenrePredictor, str | None]], vector_settings: VectorIndexSettings,
+                 device: str = "cpu") -> None:
     """Label the batch's new books, keep the batch, append its covers to the index; fills `record` in.
 
     `classifier` loads the labeling model only when there is something new to label.
@@ -203,6 +208,7 @@ def add_to_index(index: Path, batches_dir: Path, csv: Path, outcome: TableOutcom
     append_batch(rows, load_saved_clip(index / "clip", device), pd.read_parquet(folder / "books.parquet"), folder.name, template)
     with staged_folder(index) as staging:
         link_tree(index / "clip", staging / "clip")
-        save_index(staging, rows, {k: info.get(k) for k in ("model", "version", "uri", "alias")}, template)
+        save_index(staging, rows, {k: info.get(k) for k in ("model", "version", "uri", "alias")}, template,
+                   vector_settings, previous=index)
     record.covers_indexed = int(rows.batches[-1]["covers"])
     record.index_covers = len(rows.books)

@@ -1,10 +1,9 @@
 """Answers cover-search queries from the index folder (tasks/search/index.py): a title (+ genre)
 finds its covers, a cover finds its genre and the closest titles.
 
-Exact search in NumPy rather than FAISS: at 100,000 covers a query is one (100k x d) matrix-vector
-product, ~20 MFLOP at d = 128 and ~100 MFLOP at ViT-B/32's 512, a few milliseconds on two cores
-(`make bench-search`); an approximate index would add a dependency and recall loss to save time
-that is not the bottleneck (embedding the query is).
+The nearest rows come from tasks/search/vectors.py: an exact scan of the memory-mapped vectors for
+collections up to `vector_index.approximate_above` covers (a few milliseconds at 100,000, where
+embedding the query is the bottleneck), FAISS inverted lists with exact re-scoring above it.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from tasks.inputs.images import cover_rgb, pixel_limit
 from tasks.platform.errors import InputFileError, ModelLoadError
 from tasks.platform.settings import Settings
 from tasks.search.queries import SearchInputError
+from tasks.search.vectors import NearestRows, open_vectors
 
 MAX_QUERY_CHARS = 500
 MAX_K = 50
@@ -86,8 +86,8 @@ class CoverSearch:
         info = json.loads(index_json.read_text(encoding="utf-8"))
         model_changed = self.bundle is None or (info.get("model"), info.get("version")) != (self.info.get("model"), self.info.get("version"))
         self.info, self.stamp = info, (stat.st_ino, stat.st_mtime_ns)
-        self.images = np.load(self.folder / "images.npy", mmap_mode="r")
-        self.captions = np.load(self.folder / "captions.npy", mmap_mode="r")
+        self.images = open_vectors(self.folder, "images", info.get("approximate"))
+        self.captions = open_vectors(self.folder, "captions", info.get("approximate"))
         self.books = pd.read_parquet(self.folder / "books.parquet")
         if model_changed:
             self.bundle = load_saved_clip(self.folder / "clip", self.device)
@@ -132,14 +132,11 @@ class CoverSearch:
             raise SearchInputError(f"no cover {row} in the index")
         return Path(self.books["image_path"].iloc[row])
 
-    def _top(self, matrix: np.ndarray, vector: np.ndarray, k: int) -> list[Hit]:
-        scores = matrix @ vector.astype(np.float32)
-        k = min(k, len(scores))
-        best = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, int)
-        best = best[np.argsort(-scores[best])]
+    def _top(self, vectors: NearestRows, vector: np.ndarray, k: int) -> list[Hit]:
+        best, scores = vectors.top(vector, k)
         rows = self.books.iloc[best]
-        return [Hit(int(i), float(scores[i]), str(r.book_id), str(r.title), str(r.author or ""), str(r.genre), str(r.image_path))
-                for i, r in zip(best, rows.itertuples(index=False))]
+        return [Hit(int(i), float(score), str(r.book_id), str(r.title), str(r.author or ""), str(r.genre), str(r.image_path))
+                for i, score, r in zip(best, scores, rows.itertuples(index=False))]
 
 
 def _checked_title(title: str) -> str:

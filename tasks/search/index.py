@@ -2,8 +2,9 @@
 
 The index is a folder: the champion CLIP it was built with (so queries are embedded by the same
 model, whatever the registry says later), `images.npy` and `captions.npy` (L2-normalised float32
-rows, memory-mapped), `books.parquet` (what each row is) and `index.json`. tasks/search/engine.py
-answers queries from it.
+rows, memory-mapped), `books.parquet` (what each row is) and `index.json`; above a size also
+`images.faiss` and `captions.faiss` (tasks/search/vectors.py). tasks/search/engine.py answers
+queries from it.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from tasks.inputs.readers import normalized_text
 from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.platform.outputs import staged_folder, write_json
 from tasks.platform.registry import champion_version
+from tasks.platform.sections import VectorIndexSettings
 from tasks.platform.settings import MlflowSettings, Settings
 from tasks.platform.tracking import client, ensure_tracking_reachable
+from tasks.search.vectors import write_approximate
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +155,18 @@ def append_batch(rows: IndexRows, bundle: ClipBundle, batch: pd.DataFrame, batch
     rows.batches.append({"id": batch_id, "covers": int(ok.sum())})
 
 
-def save_index(folder: Path, rows: IndexRows, model: dict[str, str | None], template: str) -> dict[str, object]:
+def save_index(folder: Path, rows: IndexRows, model: dict[str, str | None], template: str,
+               vector_settings: VectorIndexSettings, previous: Path | None = None) -> dict[str, object]:
+    """Write the index folder; above `vector_settings.approximate_above` rows with its FAISS files.
+
+    `previous` (the index an add-covers extends) lets its FAISS files grow instead of being retrained.
+    """
     np.save(folder / "images.npy", rows.images)
     np.save(folder / "captions.npy", rows.captions)
     rows.books.to_parquet(folder / "books.parquet", index=False)
+    approximate = write_approximate(folder, len(rows.books), vector_settings, previous)
     summary = {**model, "covers": len(rows.books), "left_out": rows.left_out, "dim": int(rows.images.shape[1]),
-               "caption_template": template, "batches": rows.batches}
+               "caption_template": template, "batches": rows.batches, "approximate": approximate}
     write_json(folder / "index.json", summary)
     return summary
 
@@ -174,7 +183,7 @@ def _write_index(settings: Settings, books: pd.DataFrame, folder: Path) -> dict[
     rows = IndexRows(kept, images, texts, int((~ok).sum()))
     for batch_id, batch in added_batches(settings.add_covers.batches_dir):
         append_batch(rows, bundle, batch, batch_id, template)
-    return save_index(folder, rows, model, template)
+    return save_index(folder, rows, model, template, settings.vector_index)
 
 
 def added_batches(batches_dir: Path) -> list[tuple[str, pd.DataFrame]]:
