@@ -89,7 +89,7 @@ def measure_preprocessing(covers: pd.DataFrame, work: Path) -> dict[str, float]:
 
     The first covers' shards are what the data-path and training runs read (they are a prefix).
     """
-    manifest = write_shards(covers, work / f"shards-{VIT_B32_SIZE}", VIT_B32_SIZE, workers=2)
+    manifest = write_shards(covers, work / f"shards-{VIT_B32_SIZE}", VIT_B32_SIZE)
     first = np.load(work / f"shards-{VIT_B32_SIZE}" / IMAGES, mmap_mode="r")[0]
     assert np.array_equal(first, load_cover(Path(covers["image_path"][0]), VIT_B32_SIZE)), "the shard differs from load_cover"
     processor = CLIPImageProcessor.from_pretrained(str(VIT_B32), local_files_only=True)
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         preprocessing = measure_preprocessing(every_cover, Path(work))
         training_size = clip_image_size(clip_settings(args))
         if training_size != VIT_B32_SIZE:
-            write_shards(covers, Path(work) / f"shards-{training_size}", training_size, workers=2)
+            write_shards(covers, Path(work) / f"shards-{training_size}", training_size)
         data_path = {variant: measure_in_subprocess(f"loader-{variant}", args, str(VIT_B32)) for variant in ("naive", "project")}
         results = {variant: measure_in_subprocess(variant, args) for variant in ("naive", "project")}
     if args.device == "cuda":

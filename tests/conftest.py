@@ -40,7 +40,7 @@ TINY_OVERRIDES = [
     "clip.small.heads=2",
     "clip.small.projection_dim=32",
     "clip.small.vocab_size=400",
-    "validate.workers=1",
+    "engine.kind=none",
 ]
 
 

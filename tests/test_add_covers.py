@@ -19,24 +19,26 @@ from test_cover_search import GENRES, TEMPLATE, FixedGenre
 from flows.bookcovers import main
 from tasks.clip.model import initial_bundle, load_saved_clip, save_bundle
 from tasks.genre.labeling import make_captions
+from tasks.platform.engine import IN_PROCESS
 from tasks.platform.errors import InputFileError
 from tasks.platform.sections import VectorIndexSettings
 from tasks.platform.settings import ClipSettings, SmallClipSettings, ValidateSettings
 from tasks.search.additions import AddedBatch, add_to_index, covers_file, read_index_rows, validated_covers
 from tasks.search.engine import CoverSearch
-from tasks.search.index import IndexRows, added_batches, append_batch, embed_in_chunks, save_index
+from tasks.search.index import CoverEmbedder, IndexRows, added_batches, append_batch, embed_in_chunks, save_index
 from tasks.search.vectors import ApproximateVectors, ExactVectors
 
-CHECKS = ValidateSettings(workers=1)
+CHECKS = ValidateSettings()
 
 
 class Settingsish:
-    """The two sections `validated_covers` reads."""
+    """The sections `validated_covers` reads."""
 
     def __init__(self) -> None:
         from tasks.platform.sections import AddCoversSettings
+        from tasks.platform.settings import RuntimeSettings
 
-        self.add_covers, self.validate_ = AddCoversSettings(), CHECKS
+        self.add_covers, self.validate_, self.engine, self.runtime = AddCoversSettings(), CHECKS, IN_PROCESS, RuntimeSettings()
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +161,7 @@ def test_a_rebuild_from_the_batches_gives_the_incremental_index(index: Path, bas
                      np.load(base_index / "captions.npy"))
     bundle = load_saved_clip(base_index / "clip", "cpu")
     for batch_id, batch in added_batches(tmp_path / "batches"):
-        append_batch(base, bundle, batch, batch_id, TEMPLATE)
+        append_batch(base, CoverEmbedder(bundle), batch, batch_id, TEMPLATE)
     rebuilt = tmp_path / "rebuilt"
     rebuilt.mkdir()
     info = json.loads((index / "index.json").read_text())

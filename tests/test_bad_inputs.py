@@ -20,7 +20,7 @@ from tasks.inputs.validation import TableOutcome, validate_covers, validate_list
 from tasks.platform.errors import InputFileError
 from tasks.platform.settings import ValidateSettings
 
-SETTINGS = ValidateSettings(workers=1, min_rows_per_genre=1, min_image_side=8, max_image_pixels=40_000_000)
+SETTINGS = ValidateSettings(min_rows_per_genre=1, min_image_side=8, max_image_pixels=40_000_000)
 
 
 def validated(case: Case, root: Path) -> TableOutcome:

@@ -68,7 +68,7 @@ def test_a_data_root_that_does_not_exist_stops_the_run_at_once(tmp_path: Path, h
 
 def _small_classifier(project: Path, data_root: Path) -> list[str]:
     return [f"data.root={data_root}", "classifier.candidates=[naive_bayes, linear_svm]", "classifier.ensemble=false",
-            "classifier.cv_folds=3", "classifier.search_budget_seconds=0", "classifier.n_jobs=1", "validate.workers=1",
+            "classifier.cv_folds=3", "classifier.search_budget_seconds=0", "classifier.n_jobs=1", "engine.kind=none",
             f"paths.metrics_dir={project / 'metrics'}", f"paths.plots_dir={project / 'plots'}"]
 
 

@@ -25,7 +25,7 @@ from tasks.inputs.stream import listing_chunks
 from tasks.platform.errors import InputFileError
 from tasks.platform.settings import ClassifierSettings, ValidateSettings
 
-CHECKS = ValidateSettings(workers=1)
+CHECKS = ValidateSettings()
 # A listing to classify needs no genre column: the one layout refused for training is read here.
 READ_ONLY_WHEN_UNLABELED = {"missing columns (no category or genre)"}
 WORDS = {"Travel": ["Rome", "Paris", "walking", "guide"], "History": ["war", "empire", "ancient", "kings"],

@@ -12,8 +12,9 @@ from conftest import SHARED_DATA
 from PIL import Image
 
 from tasks.clip.model import load_cover
-from tasks.clip.shards import CHUNK, IMAGES, MANIFEST, ROWS, CoverShards, write_shards
+from tasks.clip.shards import IMAGES, MANIFEST, ROWS, CoverShards, write_shards
 from tasks.platform.errors import DataQualityError
+from tasks.platform.sections import EngineSettings
 
 REAL_COVERS = SHARED_DATA / "bookdepository-covers" / "book-covers"
 
@@ -39,7 +40,7 @@ def test_every_cover_is_written_as_load_cover_decodes_it_and_failures_keep_their
     (tmp_path / "truncated.jpg").write_bytes(Path(paths[1]).read_bytes()[:200])
     (tmp_path / "text.jpg").write_text("not an image")
     paths[2:2] = [str(tmp_path / "truncated.jpg"), str(tmp_path / "text.jpg"), str(tmp_path / "missing.jpg")]
-    manifest = write_shards(_labeled(paths), tmp_path / "shards", 24, workers=1)
+    manifest = write_shards(_labeled(paths), tmp_path / "shards", 24)
 
     shards = CoverShards.open(tmp_path / "shards", 24)
     assert len(shards.rows) == len(paths) == manifest["covers"] == manifest["written"] + manifest["failed"]
@@ -55,37 +56,38 @@ def test_every_cover_is_written_as_load_cover_decodes_it_and_failures_keep_their
     assert json.loads((tmp_path / "shards" / MANIFEST).read_text())["image_size"] == 24
 
 
-def test_parallel_writers_fill_every_chunk_in_place(tmp_path: Path) -> None:
-    paths = _covers(tmp_path, CHUNK + 37)  # two chunks, the second partial
-    write_shards(_labeled(paths), tmp_path / "shards", 16, workers=2)
+def test_chunks_fill_their_own_rows_in_place(tmp_path: Path) -> None:
+    chunk = 8
+    paths = _covers(tmp_path, 2 * chunk + 3)  # three chunks, the last partial
+    write_shards(_labeled(paths), tmp_path / "shards", 16, EngineSettings(kind="none", chunk_covers=chunk))
     images = np.load(tmp_path / "shards" / IMAGES, mmap_mode="r")
-    for row in (0, CHUNK - 1, CHUNK, len(paths) - 1):
+    for row in (0, chunk - 1, chunk, 2 * chunk, len(paths) - 1):
         np.testing.assert_array_equal(images[row], load_cover(Path(paths[row]), 16))
 
 
 def test_a_rewrite_replaces_the_folder_whole(tmp_path: Path) -> None:
     paths = _covers(tmp_path, 4)
-    write_shards(_labeled(paths), tmp_path / "shards", 16, workers=1)
-    write_shards(_labeled(paths[:2]), tmp_path / "shards", 20, workers=1)
+    write_shards(_labeled(paths), tmp_path / "shards", 16)
+    write_shards(_labeled(paths[:2]), tmp_path / "shards", 20)
     assert np.load(tmp_path / "shards" / IMAGES, mmap_mode="r").shape == (2, 20, 20, 3)
     assert len(pd.read_parquet(tmp_path / "shards" / ROWS)) == 2
 
 
 def test_shards_at_another_resolution_are_refused_with_the_stage_to_rerun(tmp_path: Path) -> None:
-    write_shards(_labeled(_covers(tmp_path, 2)), tmp_path / "shards", 16, workers=1)
+    write_shards(_labeled(_covers(tmp_path, 2)), tmp_path / "shards", 16)
     with pytest.raises(DataQualityError, match="16 px but the model takes 224 px; rerun the shard_covers stage"):
         CoverShards.open(tmp_path / "shards", 224)
 
 
 def test_no_covers_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataQualityError, match="no labeled covers"):
-        write_shards(_labeled([]), tmp_path / "shards", 16, workers=1)
+        write_shards(_labeled([]), tmp_path / "shards", 16)
 
 
 @pytest.mark.skipif(not REAL_COVERS.is_dir(), reason=f"real covers not present at {REAL_COVERS}")
 def test_real_covers_at_vit_b32_resolution(tmp_path: Path) -> None:
     paths = sorted(str(path) for path in REAL_COVERS.glob("*/*.jpg"))[:300]
-    manifest = write_shards(_labeled(paths), tmp_path / "shards", 224, workers=2)
+    manifest = write_shards(_labeled(paths), tmp_path / "shards", 224)
     assert manifest["written"] == 300 and manifest["bytes"] >= 300 * 224 * 224 * 3
     images = np.load(tmp_path / "shards" / IMAGES, mmap_mode="r")
     for row in (0, 150, 299):

@@ -36,7 +36,7 @@ def labeled_covers(settings: Settings) -> None:
     books["caption"] = books["title"] + ", " + books["category"]
     settings.paths.labeled_covers.parent.mkdir(parents=True, exist_ok=True)
     books.to_parquet(settings.paths.labeled_covers, index=False)
-    write_shards(books, settings.paths.cover_shards, clip_image_size(settings.clip), workers=1)
+    write_shards(books, settings.paths.cover_shards, clip_image_size(settings.clip))
 
 
 class Stage:

@@ -124,7 +124,7 @@ def test_the_shards_hold_the_locked_towers_features_of_every_cover(tmp_path: Pat
         Image.fromarray(image).resize((SIZE, SIZE + 40)).save(paths[-1])
     paths.append(str(tmp_path / "missing.jpg"))
     labeled = pd.DataFrame({"image_path": paths, "caption": CAPTIONS[:6], "book_id": [str(i) for i in range(6)]})
-    manifest = write_shards(labeled, tmp_path / "shards", SIZE, 1, "efficientnet-lite0")
+    manifest = write_shards(labeled, tmp_path / "shards", SIZE, feature_tower="efficientnet-lite0")
     assert manifest["image_features"]["tower"] == "efficientnet-lite0" and manifest["failed"] == 1
     shards = CoverShards.open(tmp_path / "shards", SIZE)
     mean, std = torch.tensor(bundle.processor.image_mean), torch.tensor(bundle.processor.image_std)

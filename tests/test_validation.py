@@ -10,7 +10,7 @@ from PIL import Image
 from tasks.inputs.validation import DataQualityError, enforce_threshold, validate_and_clean, validate_covers, validate_listing
 from tasks.platform.settings import Settings, ValidateSettings
 
-SETTINGS = ValidateSettings(workers=1, title_max_chars=50, min_rows_per_genre=1)
+SETTINGS = ValidateSettings(title_max_chars=50, min_rows_per_genre=1)
 
 
 def listing(rows: list[tuple]) -> pd.DataFrame:
@@ -156,7 +156,7 @@ def test_an_authorless_row_repeating_an_authored_title_is_a_duplicate() -> None:
 
 def test_genres_too_rare_to_cross_validate_are_quarantined() -> None:
     rows = [(str(i), f"Travel book {i}", "A", "Travel") for i in range(5)] + [("x", "Lone romance", "B", "Romance")]
-    outcome = validate_listing(listing(rows), ValidateSettings(workers=1, min_rows_per_genre=3))
+    outcome = validate_listing(listing(rows), ValidateSettings(min_rows_per_genre=3))
     assert set(outcome.kept["genre"]) == {"Travel"}
     assert reasons(outcome) == {6: "genre_too_rare"}
 

@@ -57,7 +57,8 @@ def pair_set(books: pd.DataFrame, shards: CoverShards, bundle: ClipBundle) -> Pa
 
 
 # Knobs that change how fast training runs, never what it learns: a checkpoint resumes across them
-# (e.g. a run started on 1 GPU continues on 4, or with gradient caching to fit memory).
+# (e.g. a run started on 1 GPU continues on 4, or with gradient caching to fit memory). shard_workers is gone
+# (the engine section decodes covers now) but stays here so checkpoints written with it still resume.
 THROUGHPUT_KNOBS = {"checkpoint_every_steps", "num_threads", "shard_workers", "loader_workers", "accumulation_steps",
                     "gradient_checkpointing", "compile", "devices", "torchrun_args"}
 

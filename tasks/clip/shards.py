@@ -2,8 +2,8 @@
 
 The training loop then never touches PIL: a batch is a gather from a memory-mapped NumPy array
 (N x S x S x 3 uint8, ~150 KB a cover at 224 px), pinned, copied to the GPU and normalised
-there. Writer processes decode disjoint chunks of covers and write each chunk straight into its
-place in the file, so no pixel crosses a process boundary. A cover that cannot be decoded (validation quarantines
+there. Chunks of covers are decoded on the data engine (tasks/platform/engine.py), each task writing
+its chunk straight into its place in the file, so no pixel crosses a process boundary. A cover that cannot be decoded (validation quarantines
 corrupt ones upstream, but a file can change since) gets its reason in `rows.parquet` and is
 left out of training, never a crash. The folder is staged beside its target and renamed, so a
 reader sees a whole shard set or none.
@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,15 +27,15 @@ from tqdm import tqdm
 
 from tasks.clip.model import clip_image_size, load_cover
 from tasks.clip.towers import TOWERS, reusable_features
+from tasks.platform.engine import IN_PROCESS, chunk_bounds, describe, map_chunks
 from tasks.platform.errors import DataQualityError, InputFileError, UserError, require_inputs
 from tasks.platform.outputs import staged_folder, write_json
-from tasks.platform.settings import Settings
+from tasks.platform.settings import EngineSettings, RuntimeSettings, Settings
 from tasks.platform.tracking import file_md5
 
 log = logging.getLogger(__name__)
 
 IMAGES, ROWS, MANIFEST, FEATURES = "images.npy", "rows.parquet", "manifest.json", "image_features.npy"
-CHUNK = 256  # covers per writer task: large enough that scheduling costs nothing, small enough to balance 2 cores
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,8 @@ def labeled_shards(folder: Path, image_paths: list[str]) -> CoverShards | None:
     return shards
 
 
-def _write_chunk(images_path: str, data_offset: int, size: int, start: int, paths: list[str]) -> list[str | None]:
+@task(name="shard-covers-chunk", cache_policy=NO_CACHE)
+def write_chunk(images_path: str, data_offset: int, size: int, start: int, paths: list[str]) -> list[str | None]:
     """Decode covers [start, start + len(paths)) and write them into the shard file; one error (or None) per cover.
 
     One positioned write of the whole chunk instead of filling a memory map: page-faulting a
@@ -114,24 +114,13 @@ def _write_chunk(images_path: str, data_offset: int, size: int, start: int, path
     return errors
 
 
-def _decode_into(images_path: Path, paths: list[str], size: int, workers: int) -> list[str | None]:
-    data_offset = np.load(images_path, mmap_mode="r").offset
-    starts = range(0, len(paths), CHUNK)
-    progress = tqdm(total=len(paths), desc=f"shard covers at {size}px", unit="img", disable=len(paths) < CHUNK)
-    errors: list[str | None] = []
-    with progress:
-        if workers == 1 or len(paths) <= CHUNK:
-            for start in starts:
-                errors += _write_chunk(str(images_path), data_offset, size, start, paths[start:start + CHUNK])
-                progress.update(len(paths[start:start + CHUNK]))
-            return errors
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_write_chunk, str(images_path), data_offset, size, start, paths[start:start + CHUNK]) for start in starts]
-            for future in futures:
-                chunk_errors = future.result()
-                errors += chunk_errors
-                progress.update(len(chunk_errors))
-    return errors
+def _decode_into(images_path: Path, paths: list[str], size: int, engine: EngineSettings,
+                 runtime: RuntimeSettings | None) -> list[str | None]:
+    data_offset = int(np.load(images_path, mmap_mode="r").offset)
+    target, paths = str(images_path.resolve()), [os.path.abspath(path) for path in paths]  # workers may sit elsewhere
+    chunks = [{"images_path": target, "data_offset": data_offset, "size": size, "start": start, "paths": paths[start:stop]}
+              for start, stop in chunk_bounds(len(paths), engine.chunk_covers)]
+    return [error for errors in map_chunks(write_chunk, chunks, engine, f"shard covers at {size}px", runtime) for error in errors]
 
 
 def write_tower_features(images_path: Path, features_path: Path, tower_name: str, batch_size: int = 64) -> dict[str, object]:
@@ -159,8 +148,8 @@ def write_tower_features(images_path: Path, features_path: Path, tower_name: str
             "seconds": round(seconds, 1)}
 
 
-def write_shards(labeled: pd.DataFrame, folder: Path, image_size: int, workers: int, feature_tower: str | None = None,
-                 ) -> dict[str, object]:
+def write_shards(labeled: pd.DataFrame, folder: Path, image_size: int, engine: EngineSettings = IN_PROCESS,
+                 feature_tower: str | None = None, runtime: RuntimeSettings | None = None) -> dict[str, object]:
     """Decode every labeled cover into `folder` (replaced whole), and with `feature_tower` its locked features too;
     return the manifest plus the timing."""
     if labeled.empty:
@@ -168,7 +157,7 @@ def write_shards(labeled: pd.DataFrame, folder: Path, image_size: int, workers: 
     with staged_folder(folder) as staging:
         np.lib.format.open_memmap(staging / IMAGES, mode="w+", dtype=np.uint8, shape=(len(labeled), image_size, image_size, 3)).flush()
         started = time.perf_counter()
-        errors = _decode_into(staging / IMAGES, labeled["image_path"].astype(str).tolist(), image_size, workers)
+        errors = _decode_into(staging / IMAGES, labeled["image_path"].astype(str).tolist(), image_size, engine, runtime)
         seconds = time.perf_counter() - started
         rows = labeled.reset_index(drop=True).assign(shard_row=np.arange(len(labeled)), shard_error=errors)
         rows.to_parquet(staging / ROWS, index=False)
@@ -184,7 +173,7 @@ def write_shards(labeled: pd.DataFrame, folder: Path, image_size: int, workers: 
         write_json(staging / MANIFEST, manifest)
     for reason in rows["shard_error"].dropna().head(5):
         log.warning("a cover could not be decoded and is left out of training: %s", reason)
-    return {**manifest, "workers": workers, "seconds": round(seconds, 3), "covers_per_second": round(len(rows) / max(seconds, 1e-9), 1),
+    return {**manifest, "engine": describe(engine, len(chunk_bounds(len(rows), engine.chunk_covers))), "seconds": round(seconds, 3), "covers_per_second": round(len(rows) / max(seconds, 1e-9), 1),
             "feature_seconds": feature_seconds}
 
 
@@ -202,7 +191,7 @@ def shard_covers(settings: Settings) -> dict[str, object]:
     if "image_path" not in labeled or "caption" not in labeled:
         raise InputFileError(f"{paths.labeled_covers} has no image_path/caption columns; rerun the label_covers stage")
     image_size = clip_image_size(settings.clip)
-    manifest = write_shards(labeled, paths.cover_shards, image_size, settings.clip.shard_workers, locked_feature_tower(settings))
+    manifest = write_shards(labeled, paths.cover_shards, image_size, settings.engine, locked_feature_tower(settings), settings.runtime)
     log.info("sharded %d covers at %d px (%d failed) in %.1f s: %.0f covers/s", manifest["covers"], image_size,
              manifest["failed"], manifest["seconds"], manifest["covers_per_second"])
     if manifest["written"] == 0:

@@ -1,7 +1,7 @@
 """Facts about cover files that validation checks: where they are, whether they decode, their size.
 
-Probing happens once per distinct file, in a process pool, because decoding ~17k covers is
-the slowest part of validation. A bad file never raises: its facts say what is wrong.
+Probing is the slowest part of validation (every cover is decoded), so it runs in chunks on the
+data engine (tasks/platform/engine.py). A bad file never raises: its facts say what is wrong.
 """
 
 from __future__ import annotations
@@ -10,14 +10,18 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
-from tqdm import tqdm
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.platform.engine import IN_PROCESS, chunk_bounds, map_chunks
+from tasks.platform.sections import EngineSettings
+from tasks.platform.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +101,18 @@ def pixel_limit(max_pixels: int) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = previous
 
 
-def _probe_star(arguments: tuple[str, str, int]) -> ImageFacts:
-    return probe_image(*arguments)
+@task(name="probe-covers-chunk", cache_policy=NO_CACHE)
+def probe_chunk(roots: list[str], refs: list[str], max_pixels: int) -> list[ImageFacts]:
+    return [probe_image(root, ref, max_pixels) for root, ref in zip(roots, refs)]
 
 
-def probe_images(roots: list[str], refs: list[str], max_pixels: int, workers: int) -> list[ImageFacts]:
-    """Facts for each (root, ref) pair, in order, with a progress bar."""
-    jobs = [(root, ref, max_pixels) for root, ref in zip(roots, refs)]
-    if workers <= 1 or len(jobs) < 200:
-        return [_probe_star(job) for job in tqdm(jobs, desc="probe covers", unit="img", disable=len(jobs) < 200)]
-    chunk = max(16, len(jobs) // (workers * 16))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(_probe_star, jobs, chunksize=chunk), total=len(jobs), desc="probe covers", unit="img"))
+def probe_images(roots: list[str], refs: list[str], max_pixels: int, engine: EngineSettings = IN_PROCESS,
+                 runtime: RuntimeSettings | None = None) -> list[ImageFacts]:
+    """Facts for each (root, ref) pair, in order, probed in chunks on the data engine."""
+    roots = [os.path.abspath(root) for root in roots]  # a worker's working directory may not be ours
+    chunks = [{"roots": roots[start:stop], "refs": refs[start:stop], "max_pixels": max_pixels}
+              for start, stop in chunk_bounds(len(refs), engine.chunk_covers)]
+    return [facts for chunk in map_chunks(probe_chunk, chunks, engine, "probe covers", runtime) for facts in chunk]
 
 
 def facts_table(facts: list[ImageFacts]) -> dict[str, np.ndarray]:

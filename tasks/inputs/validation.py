@@ -26,9 +26,10 @@ from prefect.cache_policies import NO_CACHE
 from tasks.inputs.images import facts_table, probe_images
 from tasks.inputs.readers import COVER_COLUMNS, LISTING_COLUMNS, normalized_text, project_relative, read_covers, read_listings
 from tasks.inputs.taxonomy import AMAZON_GENRES, BOOKCOVER30_GENRES, BOOKDEPOSITORY_CATEGORIES
+from tasks.platform.engine import IN_PROCESS
 from tasks.platform.errors import DataQualityError
 from tasks.platform.outputs import write_json
-from tasks.platform.settings import Settings, ValidateSettings
+from tasks.platform.settings import EngineSettings, RuntimeSettings, Settings, ValidateSettings
 from tasks.platform.tracking import ensure_tracking_reachable, log_stage_run
 
 log = logging.getLogger(__name__)
@@ -226,12 +227,11 @@ def cover_checks(settings: ValidateSettings, covers_format: str) -> list[Expecta
     return checks
 
 
-def _add_image_facts(frame: pd.DataFrame, settings: ValidateSettings) -> pd.DataFrame:
+def _add_image_facts(frame: pd.DataFrame, settings: ValidateSettings, engine: EngineSettings,
+                     runtime: RuntimeSettings | None) -> pd.DataFrame:
     has_ref = frame["image_ref"].notna()
-    facts = facts_table(probe_images(
-        frame.loc[has_ref, "image_root"].tolist(), frame.loc[has_ref, "image_ref"].tolist(),
-        settings.max_image_pixels, settings.workers,
-    ))
+    roots, refs = frame.loc[has_ref, "image_root"].tolist(), frame.loc[has_ref, "image_ref"].tolist()
+    facts = facts_table(probe_images(roots, refs, settings.max_image_pixels, engine, runtime))
     frame = frame.assign(image_inside_root=True, image_exists=True, image_decodes=True, image_min_side=settings.min_image_side,
                          image_pixels=0, image_error=None, image_path=None)
     if has_ref.any():
@@ -248,9 +248,10 @@ def _add_image_facts(frame: pd.DataFrame, settings: ValidateSettings) -> pd.Data
     return frame
 
 
-def validate_covers(frame: pd.DataFrame, covers_format: str, settings: ValidateSettings) -> TableOutcome:
+def validate_covers(frame: pd.DataFrame, covers_format: str, settings: ValidateSettings, engine: EngineSettings = IN_PROCESS,
+                    runtime: RuntimeSettings | None = None) -> TableOutcome:
     require_columns(frame, "covers", COVER_COLUMNS)
-    frame = _add_image_facts(_with_row_ids(frame), settings)
+    frame = _add_image_facts(_with_row_ids(frame), settings, engine, runtime)
     kept, quarantined = _check_rows_then_uniqueness(
         frame, "covers", cover_checks(settings, covers_format), ["book_id", "category"], "image_ref"
     )
@@ -336,10 +337,9 @@ def validate_and_clean(settings: Settings) -> dict[str, object]:
         log.warning("data.root %s does not exist; reading the embedded generated data in %s instead", data.root, root)
     listing = validate_listing(read_listings(root, data.listings, data.listing_format), settings.validate_)
     covers_frame, covers_format = read_covers(root / data.covers, data.covers_format)
-    covers = validate_covers(covers_frame, covers_format, settings.validate_)
+    covers = validate_covers(covers_frame, covers_format, settings.validate_, settings.engine, settings.runtime)
     metrics = write_outputs(settings, listing, covers, data.source_label())
-    for outcome in (listing, covers):
-        log.info("%s: %s", outcome.name, outcome.summary())
+    log.info("listing: %s; covers: %s", listing.summary(), covers.summary())
     paths = settings.paths
     figures = {f"{o.name}_{k}": o.summary()[k] for o in (listing, covers) for k in ("rows_in", "rows_kept", "rows_quarantined")}
     metrics["mlflow_run_id"] = log_stage_run(

@@ -1,4 +1,4 @@
-"""Settings sections beyond the pipeline core: the cover index's kind, new listings, new covers, drift.
+"""Settings sections beyond the pipeline core: the data engine, the cover index's kind, new listings, new covers, drift.
 
 Part of the one settings object (tasks/platform/settings.py builds it from params.yaml); kept in
 their own module so that file stays about the stages, and so it can import `Section` without a cycle.
@@ -14,6 +14,32 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 class Section(BaseModel):  # the base of every section, here so settings.py can import this module without a cycle
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MlflowSettings(Section):
+    """The experiment every run is tracked in, and the registered models with their champion alias."""
+    experiment: str = "book-covers"
+    classifier_model_name: str = "book-genre-classifier"
+    clip_model_name: str = "book-cover-clip"
+    champion_alias: str = "champion"
+
+
+class EngineSettings(Section):
+    """Where the data stages' chunked work runs (tasks/platform/engine.py): cover probing in validation,
+    shard writing, index embedding. Not a DVC param: every engine writes the same bytes."""
+
+    kind: Literal["dask", "none"] = "dask"   # dask: Prefect's DaskTaskRunner | none: in this process, no cluster
+    cluster_address: str | None = None       # an existing Dask scheduler (tcp://host:8786); None: a local cluster
+    local_workers: int = Field(0, ge=0)      # the local cluster's processes (1 thread each); 0: one per CPU core
+    chunk_covers: int = Field(1000, ge=1)    # covers per task: seconds of work, against ~0.1 s a Prefect task run costs
+    min_chunks: int = Field(2, ge=1)         # work of fewer chunks runs in this process: a local cluster takes seconds to start
+
+    @field_validator("cluster_address")
+    @classmethod
+    def _scheduler_address(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise ValueError(f"engine.cluster_address must be a scheduler address such as tcp://host:8786, got {value!r}")
+        return value
 
 
 class VectorIndexSettings(Section):

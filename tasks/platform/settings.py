@@ -14,7 +14,15 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.platform.overrides import SettingsError, apply_override, explain
-from tasks.platform.sections import AddCoversSettings, ClassifySettings, MonitorSettings, Section, VectorIndexSettings
+from tasks.platform.sections import (
+    AddCoversSettings,
+    ClassifySettings,
+    EngineSettings,
+    MlflowSettings,
+    MonitorSettings,
+    Section,
+    VectorIndexSettings,
+)
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
 # The real data beside the project. Only this default may fall back to the embedded data set when
@@ -94,7 +102,6 @@ class ValidateSettings(Section):
     min_rows_per_genre: int = Field(10, ge=1)
     min_image_side: int = Field(32, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
-    workers: int = Field(2, ge=1)
 
 
 CandidateName = Literal["naive_bayes", "logistic_regression", "random_forest", "linear_svm", "minilm_linear",
@@ -222,7 +229,6 @@ class ClipSettings(Section):
     checkpoint_every_steps: int = Field(0, ge=0)
     seed: int = 0
     # The GPU data path and loop (tasks/clip_loop.py); none of these changes what is learned.
-    shard_workers: int = Field(2, ge=1)            # processes decoding covers into the uint8 shards
     loader_workers: int | None = Field(None, ge=0)  # DataLoader processes gathering batches (None: up to 4 on a GPU, 0 on CPU)
     accumulation_steps: int = Field(1, ge=1)       # split each batch in this many chunks; the loss still sees the whole batch
     gradient_checkpointing: bool = False
@@ -284,13 +290,6 @@ class SearchSettings(Section):
         return template
 
 
-class MlflowSettings(Section):
-    experiment: str = "book-covers"
-    classifier_model_name: str = "book-genre-classifier"
-    clip_model_name: str = "book-cover-clip"
-    champion_alias: str = "champion"
-
-
 class RuntimeSettings(Section):
     dvc_commit_after_pipeline: bool = True
     task_retries: int = Field(2, ge=0)
@@ -315,6 +314,7 @@ class Settings(Section):
     vector_index: VectorIndexSettings = VectorIndexSettings()
     mlflow: MlflowSettings = MlflowSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    engine: EngineSettings = EngineSettings()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

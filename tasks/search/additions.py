@@ -19,6 +19,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,6 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.clip.model import load_saved_clip
 from tasks.genre.batch import GenrePredictor
 from tasks.genre.labeling import label_books, load_champion_classifier
 from tasks.inputs.readers import read_covers
@@ -37,7 +37,16 @@ from tasks.platform.reliability import pipeline_lock
 from tasks.platform.sections import VectorIndexSettings
 from tasks.platform.settings import Settings
 from tasks.platform.tracking import log_stage_run
-from tasks.search.index import BOOK_COLUMNS, IndexRows, append_batch, save_index, work_keys
+from tasks.search.index import (
+    BOOK_COLUMNS,
+    CoverEmbedder,
+    IndexRows,
+    append_batch,
+    cover_embedder,
+    in_process_embedder,
+    save_index,
+    work_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +117,7 @@ def read_index_rows(index: Path) -> tuple[IndexRows, dict[str, object]]:
 
 def validated_covers(csv: Path, settings: Settings) -> tuple[TableOutcome, str]:
     frame, covers_format = read_covers(csv, settings.add_covers.covers_format)
-    return validate_covers(frame, covers_format, settings.validate_), covers_format
+    return validate_covers(frame, covers_format, settings.validate_, settings.engine, settings.runtime), covers_format
 
 
 def write_batch(folder: Path, books: pd.DataFrame, outcome: TableOutcome, record: AddedBatch) -> None:
@@ -165,7 +174,7 @@ def add_covers(settings: Settings, folder: Path) -> dict[str, object]:
 
     with pipeline_lock(settings.runtime.lock_file, settings.runtime.lock_wait_seconds):  # the index is the pipeline's output
         add_to_index(index, settings.add_covers.batches_dir, csv, outcome, record, champion, settings.vector_index,
-                     settings.clip.device)
+                     partial(cover_embedder, settings=settings))
     record.seconds = round(time.perf_counter() - started, 2)
     if record.folder:  # the batch's record, first written before its covers were embedded, now says what was indexed
         write_json(Path(record.folder) / "batch.json", asdict(record))
@@ -182,7 +191,7 @@ def add_covers(settings: Settings, folder: Path) -> dict[str, object]:
 
 def add_to_index(index: Path, batches_dir: Path, csv: Path, outcome: TableOutcome, record: AddedBatch,
                  classifier: Callable[[], tuple[GenrePredictor, str | None]], vector_settings: VectorIndexSettings,
-                 device: str = "cpu") -> None:
+                 embedder: Callable[[Path], CoverEmbedder] = in_process_embedder) -> None:
     """Label the batch's new books, keep the batch, append its covers to the index; fills `record` in.
 
     `classifier` loads the labeling model only when there is something new to label.
@@ -205,7 +214,7 @@ def add_to_index(index: Path, batches_dir: Path, csv: Path, outcome: TableOutcom
     folder = batch_folder(batches_dir, record.batch)
     record.batch, record.folder = folder.name, str(folder)
     write_batch(folder, books.loc[~known], outcome, record)
-    append_batch(rows, load_saved_clip(index / "clip", device), pd.read_parquet(folder / "books.parquet"), folder.name, template)
+    append_batch(rows, embedder(index / "clip"), pd.read_parquet(folder / "books.parquet"), folder.name, template)
     with staged_folder(index) as staging:
         link_tree(index / "clip", staging / "clip")
         save_index(staging, rows, {k: info.get(k) for k in ("model", "version", "uri", "alias")}, template,

@@ -10,9 +10,11 @@ queries from it.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import mlflow
@@ -30,11 +32,12 @@ from tasks.clip.shards import labeled_shards
 from tasks.clip.towers import embed_tower_features
 from tasks.genre.labeling import make_captions
 from tasks.inputs.readers import normalized_text
+from tasks.platform.engine import IN_PROCESS, chunk_bounds, map_chunks, uses_cluster
 from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.platform.outputs import staged_folder, write_json
 from tasks.platform.registry import champion_version
-from tasks.platform.sections import VectorIndexSettings
-from tasks.platform.settings import MlflowSettings, Settings
+from tasks.platform.sections import EngineSettings, VectorIndexSettings
+from tasks.platform.settings import MlflowSettings, RuntimeSettings, Settings
 from tasks.platform.tracking import client, ensure_tracking_reachable
 from tasks.search.vectors import write_approximate
 
@@ -91,19 +94,57 @@ def embed_from_shards(bundle: ClipBundle, settings: Settings, books: pd.DataFram
     return images, texts, ok
 
 
-def embed_in_chunks(bundle: ClipBundle, books: pd.DataFrame, captions: list[str], chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image rows, caption rows, mask of covers that decoded): decoded a chunk at a time to bound memory."""
-    images, texts, masks = [], [], []
-    paths = books["image_path"].tolist()
-    for start in tqdm(range(0, len(paths), chunk), desc="embed covers", unit="chunk", disable=len(paths) <= chunk):
-        decoded, ok = load_images(paths[start:start + chunk], bundle.image_size, desc="decode covers")
-        images.append(embed_images(bundle, decoded))
-        texts.append(embed_texts(bundle, [c for c, keep in zip(captions[start:start + chunk], ok) if keep]))
-        masks.append(ok)
-    if not masks:
-        empty = np.zeros((0, bundle.model.config.projection_dim), np.float32)
+def _embed_paths(bundle: ClipBundle, paths: list[str], captions: list[str], workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    decoded, ok = load_images(paths, bundle.image_size, workers=workers, desc="decode covers")
+    return embed_images(bundle, decoded), embed_texts(bundle, [c for c, keep in zip(captions, ok) if keep]), ok
+
+
+def _joined(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not parts:
+        empty = np.zeros((0, dim), np.float32)
         return empty, empty, np.zeros(0, bool)
+    images, texts, masks = zip(*parts)
     return np.concatenate(images).astype(np.float32), np.concatenate(texts).astype(np.float32), np.concatenate(masks)
+
+
+def embed_in_chunks(bundle: ClipBundle, books: pd.DataFrame, captions: list[str], chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image rows, caption rows, mask of covers that decoded), in this process: decoded a chunk at a time to bound memory."""
+    paths = books["image_path"].tolist()
+    parts = [_embed_paths(bundle, paths[start:stop], captions[start:stop], workers=2)
+             for start, stop in tqdm(chunk_bounds(len(paths), chunk), desc="embed covers", unit="chunk", disable=len(paths) <= chunk)]
+    return _joined(parts, bundle.model.config.projection_dim)
+
+
+@lru_cache(maxsize=1)
+def _worker_clip(folder: str, device: str) -> ClipBundle:
+    """An engine worker loads the index's CLIP once, for every chunk it embeds."""
+    return load_saved_clip(Path(folder), device)
+
+
+@task(name="embed-covers-chunk", cache_policy=NO_CACHE)
+def embed_chunk(clip_folder: str, device: str, paths: list[str], captions: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _embed_paths(_worker_clip(clip_folder, device), paths, captions, workers=1)  # a Dask worker may not start processes
+
+
+@dataclass(frozen=True)
+class CoverEmbedder:
+    """The index's CLIP loaded here, and its saved folder, which engine workers load to embed their chunks."""
+
+    bundle: ClipBundle
+    folder: Path | None = None  # None: always in this process
+    device: str = "auto"
+    engine: EngineSettings = IN_PROCESS
+    runtime: RuntimeSettings | None = None
+
+    def embed(self, books: pd.DataFrame, captions: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image rows, caption rows, mask of covers that decoded), on the engine when there are chunks enough."""
+        paths = [os.path.abspath(path) for path in books["image_path"].astype(str)]
+        bounds = chunk_bounds(len(paths), self.engine.chunk_covers)
+        if self.folder is None or not uses_cluster(self.engine, len(bounds)):
+            return embed_in_chunks(self.bundle, books, captions)
+        chunks = [{"clip_folder": str(self.folder.resolve()), "device": self.device, "paths": paths[start:stop],
+                   "captions": captions[start:stop]} for start, stop in bounds]
+        return _joined(map_chunks(embed_chunk, chunks, self.engine, "embed covers", self.runtime), self.bundle.model.config.projection_dim)
 
 
 @task(name="index-covers", cache_policy=NO_CACHE)
@@ -146,11 +187,11 @@ def work_keys(books: pd.DataFrame) -> pd.Series:
     return normalized_text(books["title"]) + "\x1f" + normalized_text(books["author"].fillna(""))
 
 
-def append_batch(rows: IndexRows, bundle: ClipBundle, batch: pd.DataFrame, batch_id: str, template: str) -> None:
+def append_batch(rows: IndexRows, embedder: CoverEmbedder, batch: pd.DataFrame, batch_id: str, template: str) -> None:
     """A batch's books that are not in `rows` yet, embedded and appended; the same code for a full rebuild and an add."""
     new = batch.loc[~work_keys(batch).isin(rows.keys())].reset_index(drop=True)
     new = new.assign(caption=make_captions(new, template))
-    images, texts, ok = embed_in_chunks(bundle, new, new["caption"].tolist())
+    images, texts, ok = embedder.embed(new, new["caption"].tolist())
     rows.append(new.loc[ok].reset_index(drop=True), images, texts, int((~ok).sum()))
     rows.batches.append({"id": batch_id, "covers": int(ok.sum())})
 
@@ -173,17 +214,27 @@ def save_index(folder: Path, rows: IndexRows, model: dict[str, str | None], temp
 
 def _write_index(settings: Settings, books: pd.DataFrame, folder: Path) -> dict[str, object]:
     model = champion_clip_folder(settings, folder / "clip")
-    bundle = load_saved_clip(folder / "clip", settings.clip.device)
+    embedder = cover_embedder(folder / "clip", settings)
     template = settings.labeling.caption_template
     captions = make_captions(books, template).tolist()
-    images, texts, ok = embed_from_shards(bundle, settings, books, captions) or embed_in_chunks(bundle, books, captions)
+    images, texts, ok = embed_from_shards(embedder.bundle, settings, books, captions) or embedder.embed(books, captions)
     if not ok.any():
         raise DataQualityError(f"{settings.paths.labeled_covers}: no cover decodes any more; rerun the validate stage")
     kept = books.loc[ok, [c for c in BOOK_COLUMNS if c in books]].reset_index(drop=True)
     rows = IndexRows(kept, images, texts, int((~ok).sum()))
     for batch_id, batch in added_batches(settings.add_covers.batches_dir):
-        append_batch(rows, bundle, batch, batch_id, template)
+        append_batch(rows, embedder, batch, batch_id, template)
     return save_index(folder, rows, model, template, settings.vector_index)
+
+
+def cover_embedder(clip_folder: Path, settings: Settings) -> CoverEmbedder:
+    """The saved CLIP in `clip_folder`, ready to embed covers here or on the settings' engine."""
+    device = settings.clip.device
+    return CoverEmbedder(load_saved_clip(clip_folder, device), clip_folder, device, settings.engine, settings.runtime)
+
+
+def in_process_embedder(clip_folder: Path) -> CoverEmbedder:
+    return CoverEmbedder(load_saved_clip(clip_folder, "cpu"), clip_folder)
 
 
 def added_batches(batches_dir: Path) -> list[tuple[str, pd.DataFrame]]:
