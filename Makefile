@@ -17,9 +17,10 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
+SCALE_COVERS ?= 20000
 SEARCH_SIZES ?= 100000,1000000,10000000
 
-.PHONY: setup init run repro test test-fast summary plots plots-template experiments lock clean clean-outputs bench-classifier bench-labeling bench-classify bench-search bench-clip search-page browser ui ui-stop
+.PHONY: setup init run repro test test-fast summary plots plots-template experiments lock clean clean-outputs bench-classifier bench-labeling bench-classify bench-search bench-clip bench-scale search-page browser ui ui-stop
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=python3.11"'
@@ -78,6 +79,9 @@ bench-classify: setup ## bookcovers classify rows/s and peak memory on generated
 bench-search: setup ## cover search latency at 100,000 covers, then exact vs FAISS index at SEARCH_SIZES covers (after make run; 10 GB of disk at 10 M)
 	$(PY) -m benchmarks.search
 	$(PY) -m benchmarks.search_scale --sizes $(SEARCH_SIZES)
+
+bench-scale: setup ## the data stages (cover validation, shards, embedding) in one process and on 1 and 2 Dask workers: covers/s, per-cover cost, peak RSS per worker
+	$(PY) -m benchmarks.scale --covers $(SCALE_COVERS)
 
 bench-clip: setup ## CLIP fine-tuning pairs/s, speed-up over the naive recipe, MFU, peak memory (ViT-B/32 on a GPU; small CLIP on CPU); needs ../shared/data
 	$(PY) -m benchmarks.clip

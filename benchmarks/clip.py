@@ -2,7 +2,7 @@
 
 Two parts, both on the real Book Depository covers (../shared/data):
 
-1. Preprocessing: the shard writer (2 processes, straight into the shard file) against decoding
+1. Preprocessing: the shard writer (the data engine: 2 Dask workers, straight into the shard file) against decoding
    with PIL + `CLIPImageProcessor` one cover at a time, in covers/s.
 2. Training steps, end to end (data loading included), each variant in its own process so peak
    memory is its own:
@@ -41,7 +41,7 @@ from PIL import Image
 
 from tasks.clip.data import PairSet, Tokens, batch_loader
 from tasks.clip.distributed import DistContext
-from tasks.clip.loop import backward_step, batches, loader_workers, to_device, training_engine
+from tasks.clip.loop import backward_step, loader_workers, to_device, training_engine
 from tasks.clip.model import (
     ClipBundle,
     CLIPImageProcessor,
@@ -51,7 +51,9 @@ from tasks.clip.model import (
     load_source,
     train_flops_per_pair,
 )
+from tasks.clip.sampling import random_batches
 from tasks.clip.shards import IMAGES, write_shards
+from tasks.platform.sections import EngineSettings
 from tasks.platform.settings import ClipSettings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -85,11 +87,11 @@ def load_bundle(args: argparse.Namespace, captions: list[str]) -> ClipBundle:
 
 
 def measure_preprocessing(covers: pd.DataFrame, work: Path) -> dict[str, float]:
-    """The shard writer on every real cover at ViT-B/32's 224 px (2 processes) against PIL + CLIPImageProcessor one at a time.
+    """The shard writer on every real cover at ViT-B/32's 224 px (2 Dask workers) against PIL + CLIPImageProcessor one at a time.
 
     The first covers' shards are what the data-path and training runs read (they are a prefix).
     """
-    manifest = write_shards(covers, work / f"shards-{VIT_B32_SIZE}", VIT_B32_SIZE)
+    manifest = write_shards(covers, work / f"shards-{VIT_B32_SIZE}", VIT_B32_SIZE, EngineSettings(local_workers=2))
     first = np.load(work / f"shards-{VIT_B32_SIZE}" / IMAGES, mmap_mode="r")[0]
     assert np.array_equal(first, load_cover(Path(covers["image_path"][0]), VIT_B32_SIZE)), "the shard differs from load_cover"
     processor = CLIPImageProcessor.from_pretrained(str(VIT_B32), local_files_only=True)
@@ -146,7 +148,7 @@ def project_steps(bundle: ClipBundle, covers: pd.DataFrame, shards: Path, args: 
     optimizer = torch.optim.AdamW(bundle.model.parameters(), lr=1e-5, fused=bundle.device.type == "cuda")
     generator = np.random.default_rng(0)
     while True:
-        loader = batch_loader(pairs, tokens, batches(len(pairs), args.batch_size, generator), workers, pin=bundle.device.type == "cuda")
+        loader = batch_loader(pairs, tokens, random_batches(len(pairs), args.batch_size, generator), workers, pin=bundle.device.type == "cuda")
         for batch in loader:
             loss = backward_step(engine, to_device(batch, bundle.device), 1, context)
             optimizer.step()
@@ -161,7 +163,7 @@ def loader_only(bundle: ClipBundle, covers: pd.DataFrame, shards: Path, args: ar
                                              num_workers=args.workers)
     else:
         pairs = PairSet(np.load(shards / IMAGES, mmap_mode="r"), covers["caption"].tolist())
-        loader = batch_loader(pairs, Tokens.encode(bundle, pairs.captions), batches(len(pairs), args.batch_size, np.random.default_rng(0)),
+        loader = batch_loader(pairs, Tokens.encode(bundle, pairs.captions), random_batches(len(pairs), args.batch_size, np.random.default_rng(0)),
                               args.workers, pin=bundle.device.type == "cuda")
     while True:
         for batch in loader:
@@ -229,7 +231,7 @@ def report(args: argparse.Namespace, preprocessing: dict[str, float], data_path:
     project, naive = results["project"], results["naive"]
     lines = [f"device: {args.device_name}; batch {args.batch_size}; naive recipe with {args.workers} DataLoader workers",
              f"1. preprocessing {preprocessing['covers']} real covers at {preprocessing['image_size']} px: shard writer "
-             f"{preprocessing['shard_covers_per_second']:,.0f} covers/s (2 processes) vs PIL + CLIPImageProcessor "
+             f"{preprocessing['shard_covers_per_second']:,.0f} covers/s (2 Dask workers) vs PIL + CLIPImageProcessor "
              f"{preprocessing['naive_covers_per_second']:,.0f} covers/s (1 process): x{preprocessing['speedup']:.2f} (target: 1,500 covers/s)",
              f"2. data path alone at 224 px, ViT-B/32 tokenizer, {args.workers} workers each (what each can feed a GPU): shards "
              f"{data_path['project']['pairs_per_second']:,.0f} pairs/s vs PIL in the DataLoader {data_path['naive']['pairs_per_second']:,.0f} "

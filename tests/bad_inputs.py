@@ -250,7 +250,7 @@ LISTING_CASES = [
 
 
 def _rgb_of(path: Path) -> np.ndarray:
-    from tasks.clip.model import load_cover
+    from tasks.inputs.images import load_cover
 
     return load_cover(path, 32).astype(int)
 

@@ -11,8 +11,8 @@ import pytest
 from conftest import SHARED_DATA
 from PIL import Image
 
-from tasks.clip.model import load_cover
 from tasks.clip.shards import IMAGES, MANIFEST, ROWS, CoverShards, write_shards
+from tasks.inputs.images import load_cover
 from tasks.platform.errors import DataQualityError
 from tasks.platform.sections import EngineSettings
 

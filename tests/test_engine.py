@@ -6,7 +6,6 @@ would be (engine.cluster_address); one test lets the engine start its own local 
 
 from __future__ import annotations
 
-import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from tasks.clip.shards import IMAGES, ROWS, write_shards
 from tasks.genre.labeling import make_captions
 from tasks.inputs.readers import read_covers
 from tasks.inputs.validation import validate_covers
-from tasks.platform.engine import IN_PROCESS, chunk_bounds, describe, map_chunks
+from tasks.platform.engine import IN_PROCESS, ClusterUnreachableError, chunk_bounds, describe, local_cluster_options, map_chunks
 from tasks.platform.overrides import SettingsError
 from tasks.platform.sections import EngineSettings
 from tasks.platform.settings import ClipSettings, SmallClipSettings, ValidateSettings, load_settings
@@ -35,11 +34,8 @@ CHUNK = 16  # covers per task: the 160 test covers make 10 chunks, the last part
 def cluster(prefect_harness: None) -> Iterator[EngineSettings]:
     """An existing cluster, as a user would run one: its workers report task runs to this test's Prefect API."""
     from distributed import LocalCluster
-    from prefect.client.orchestration import get_client
 
-    env = {"PREFECT_API_URL": str(get_client(sync_client=True).api_url)}
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.WARNING, env=env) as local:
+    with LocalCluster(**local_cluster_options(2)) as local:
         yield EngineSettings(cluster_address=local.scheduler_address, chunk_covers=CHUNK)
 
 
@@ -119,6 +115,17 @@ def test_work_of_fewer_chunks_than_min_chunks_never_reaches_a_cluster() -> None:
 
     facts = map_chunks(probe_chunk, [{"roots": ["/"], "refs": ["no-such-cover.jpg"], "max_pixels": 100}] * 2, unreachable, "probe")
     assert [chunk[0].error for chunk in facts] == ["no such file", "no such file"]
+
+
+def test_a_scheduler_that_does_not_answer_is_one_clear_error(prefect_harness: None) -> None:
+    import dask
+
+    from tasks.inputs.images import probe_chunk
+
+    silent = EngineSettings(cluster_address="tcp://127.0.0.1:9")  # nothing listens there
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), pytest.raises(
+            ClusterUnreachableError, match=r"engine.cluster_address=tcp://127.0.0.1:9 does not answer .*engine.kind=none"):
+        map_chunks(probe_chunk, [{"roots": ["/"], "refs": ["a.jpg"], "max_pixels": 100}] * 2, silent, "probe")
 
 
 def test_a_cluster_address_without_a_scheme_is_refused_at_start_up(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from tasks.clip.model import ClipBundle, load_cover
+from tasks.clip.model import ClipBundle
+from tasks.inputs.images import load_cover
 
 log = logging.getLogger(__name__)
 

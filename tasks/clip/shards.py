@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
-from tasks.clip.model import clip_image_size, load_cover
+from tasks.clip.model import clip_image_size
+from tasks.clip.shard_writer import write_chunk
 from tasks.clip.towers import TOWERS, reusable_features
 from tasks.platform.engine import IN_PROCESS, chunk_bounds, describe, map_chunks
 from tasks.platform.errors import DataQualityError, InputFileError, UserError, require_inputs
@@ -87,31 +87,6 @@ def labeled_shards(folder: Path, image_paths: list[str]) -> CoverShards | None:
     if shards.features is None or list(shards.rows["image_path"]) != list(image_paths):
         return None
     return shards
-
-
-@task(name="shard-covers-chunk", cache_policy=NO_CACHE)
-def write_chunk(images_path: str, data_offset: int, size: int, start: int, paths: list[str]) -> list[str | None]:
-    """Decode covers [start, start + len(paths)) and write them into the shard file; one error (or None) per cover.
-
-    One positioned write of the whole chunk instead of filling a memory map: page-faulting a
-    fresh 1.7 GB map page by page cost more than decoding the JPEGs (1,350 vs 2,600 covers/s).
-    """
-    chunk = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-    errors: list[str | None] = []
-    for offset, path in enumerate(paths):
-        try:
-            chunk[offset] = load_cover(Path(path), size)
-            errors.append(None)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            errors.append(f"{type(error).__name__}: {error}"[:300])
-    descriptor = os.open(images_path, os.O_WRONLY)
-    try:
-        written = os.pwrite(descriptor, chunk.data, data_offset + start * chunk[0].nbytes)
-        if written != chunk.nbytes:
-            raise OSError(f"{images_path}: wrote {written} of {chunk.nbytes} bytes (disk full?)")
-    finally:
-        os.close(descriptor)
-    return errors
 
 
 def _decode_into(images_path: Path, paths: list[str], size: int, engine: EngineSettings,

@@ -115,6 +115,29 @@ def probe_images(roots: list[str], refs: list[str], max_pixels: int, engine: Eng
     return [facts for chunk in map_chunks(probe_chunk, chunks, engine, "probe covers", runtime) for facts in chunk]
 
 
+def load_cover(path: Path, size: int) -> np.ndarray:
+    """Decode, resize the short side to `size` (bicubic) and centre-crop: CLIP's own preprocessing, as uint8.
+
+    A JPEG at least twice `size` is decoded at a reduced scale (`draft`: the DCT does the first
+    halvings for free); the shard writer, evaluation, the index and search queries all share this.
+    """
+    with Image.open(path) as image:
+        image.draft(None, (size, size))
+        return square_cover(cover_rgb(image), size)
+
+
+def square_cover(image: Image.Image, size: int) -> np.ndarray:
+    """An RGB image's centre square resized (bicubic) to size x size uint8, in one resampling pass.
+
+    Resampling only the centre box, rather than resizing the whole image and cropping, skips the
+    pixels the crop throws away (a third of a book cover): ~30 % faster at 224 px.
+    """
+    side = min(image.size)
+    left, top = (image.width - side) / 2, (image.height - side) / 2
+    resized = image.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side))
+    return np.asarray(resized, dtype=np.uint8)
+
+
 def facts_table(facts: list[ImageFacts]) -> dict[str, np.ndarray]:
     columns = [asdict(fact) for fact in facts]
     return {key: np.array([row[key] for row in columns]) for key in ImageFacts.__dataclass_fields__}

@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlflow.exceptions import MlflowException
 from prefect import Task
 from prefect.tasks import exponential_backoff
 
@@ -96,6 +95,8 @@ def is_transient(error: BaseException | None) -> bool:
         return True
     if isinstance(error, OSError):
         return error.errno in TRANSIENT_ERRNOS
+    from mlflow.exceptions import MlflowException  # here, not at import: engine workers load this module for the retry rule
+
     if isinstance(error, MlflowException):
         return error.get_http_status_code() >= 500
     return False

@@ -31,7 +31,7 @@ class EngineSettings(Section):
     kind: Literal["dask", "none"] = "dask"   # dask: Prefect's DaskTaskRunner | none: in this process, no cluster
     cluster_address: str | None = None       # an existing Dask scheduler (tcp://host:8786); None: a local cluster
     local_workers: int = Field(0, ge=0)      # the local cluster's processes (1 thread each); 0: one per CPU core
-    chunk_covers: int = Field(1000, ge=1)    # covers per task: seconds of work, against ~0.1 s a Prefect task run costs
+    chunk_covers: int = Field(2000, ge=1)    # covers per task: seconds of work, against ~0.2 s a Prefect task run costs
     min_chunks: int = Field(2, ge=1)         # work of fewer chunks runs in this process: a local cluster takes seconds to start
 
     @field_validator("cluster_address")

@@ -19,8 +19,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from tasks.clip.model import embed_images, embed_texts, load_saved_clip, prompt_probabilities, square_cover
-from tasks.inputs.images import cover_rgb, pixel_limit
+from tasks.clip.model import embed_images, embed_texts, load_saved_clip, prompt_probabilities
+from tasks.inputs.images import cover_rgb, pixel_limit, square_cover
 from tasks.platform.errors import InputFileError, ModelLoadError
 from tasks.platform.settings import Settings
 from tasks.search.queries import SearchInputError
