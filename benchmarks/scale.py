@@ -32,6 +32,7 @@ from PIL import Image
 from prefect import flow
 from tqdm import tqdm
 
+from benchmarks.memory import peak_rss_gib, reset_peak_rss
 from tasks.platform.sections import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -61,27 +62,16 @@ def generate_covers(folder: Path, covers: int, side: int) -> Path:
     return csv
 
 
-def _reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM starts again from the current RSS
-
-
-def _peak_gib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
-
-
 def measure(stage: Callable[[EngineSettings], int], engine: EngineSettings, client: object | None) -> dict[str, object]:
     """Run one stage; its seconds, items, and the peak RSS of this process and of each worker."""
-    _reset_peak()
+    reset_peak_rss()
     if client is not None:
-        client.run(_reset_peak)
+        client.run(reset_peak_rss)
     started = time.perf_counter()
     items = stage(engine)
     seconds = time.perf_counter() - started
-    workers = sorted(client.run(_peak_gib).values()) if client is not None else []
-    return {"items": items, "seconds": seconds, "driver_peak_gib": _peak_gib(), "worker_peak_gib": workers}
+    workers = sorted(client.run(peak_rss_gib).values()) if client is not None else []
+    return {"items": items, "seconds": seconds, "driver_peak_gib": peak_rss_gib(), "worker_peak_gib": workers}
 
 
 def stages(csv: Path, work: Path, shard_side: int, embed_covers: int) -> dict[str, Callable[[EngineSettings], int]]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.memory import memory_status, peak_rss_gib
 from tasks.platform.sections import VectorIndexSettings
 from tasks.platform.settings import load_settings
 from tasks.search.vectors import ExactVectors, build_approximate, index_plan, open_vectors
@@ -57,16 +58,6 @@ def exact_top10(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
         order = np.argsort(-merged_scores, axis=1)[:, :10]
         best_scores, best_rows = np.take_along_axis(merged_scores, order, 1), np.take_along_axis(merged_rows, order, 1)
     return best_rows
-
-
-def memory_status() -> dict[str, float]:
-    """This process's memory figures from /proc, GiB (VmHWM, unlike ru_maxrss, is not inherited across exec)."""
-    lines = Path("/proc/self/status").read_text().splitlines()
-    return {key: int(value.split()[0]) / 2**20 for key, value in (line.split(":", 1) for line in lines if line.startswith(("Vm", "Rss")))}
-
-
-def peak_rss_gib() -> float:
-    return memory_status()["VmHWM"]
 
 
 def rss_gib() -> tuple[float, float]:

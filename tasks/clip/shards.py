@@ -148,8 +148,9 @@ def write_shards(labeled: pd.DataFrame, folder: Path, image_size: int, engine: E
         write_json(staging / MANIFEST, manifest)
     for reason in rows["shard_error"].dropna().head(5):
         log.warning("a cover could not be decoded and is left out of training: %s", reason)
-    return {**manifest, "engine": describe(engine, len(chunk_bounds(len(rows), engine.chunk_covers))), "seconds": round(seconds, 3), "covers_per_second": round(len(rows) / max(seconds, 1e-9), 1),
-            "feature_seconds": feature_seconds}
+    chunks = len(chunk_bounds(len(rows), engine.chunk_covers))
+    return {**manifest, "engine": describe(engine, chunks), "seconds": round(seconds, 3),
+            "covers_per_second": round(len(rows) / max(seconds, 1e-9), 1), "feature_seconds": feature_seconds}
 
 
 def locked_feature_tower(settings: Settings) -> str | None:

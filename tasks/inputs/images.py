@@ -1,4 +1,5 @@
-"""Facts about cover files that validation checks: where they are, whether they decode, their size.
+"""Facts about cover files that validation checks: where they are, whether they decode, their size;
+and `load_cover`, the one decoding every later stage shares (light on imports: engine workers load it).
 
 Probing is the slowest part of validation (every cover is decoded), so it runs in chunks on the
 data engine (tasks/platform/engine.py). A bad file never raises: its facts say what is wrong.

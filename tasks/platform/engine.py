@@ -80,7 +80,7 @@ def local_cluster_options(workers: int) -> dict[str, Any]:
     """A local Dask cluster of `workers` single-threaded processes whose task runs report to this run's Prefect API.
 
     Dask's sampling profiler is off in the workers: it took ~20 % of a worker's time decoding covers
-    (measured: 2,000 covers in 1.23 s with it, 1.01 s without, 1.02 s in one plain process).
+    (measured: 2,000 covers in 1.23 s with it, 1.01 s without, 1.01-1.07 s in one plain process).
     """
     api_url = _prefect_api_url()
     env = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False", **({"PREFECT_API_URL": api_url} if api_url else {})}

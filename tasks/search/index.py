@@ -138,10 +138,10 @@ class CoverEmbedder:
 
     def embed(self, books: pd.DataFrame, captions: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image rows, caption rows, mask of covers that decoded), on the engine when there are chunks enough."""
-        paths = [os.path.abspath(path) for path in books["image_path"].astype(str)]
-        bounds = chunk_bounds(len(paths), self.engine.chunk_covers)
+        bounds = chunk_bounds(len(books), self.engine.chunk_covers)
         if self.folder is None or not uses_cluster(self.engine, len(bounds)):
             return embed_in_chunks(self.bundle, books, captions)
+        paths = [os.path.abspath(path) for path in books["image_path"].astype(str)]  # a worker's working directory may not be ours
         chunks = [{"clip_folder": str(self.folder.resolve()), "device": self.device, "paths": paths[start:stop],
                    "captions": captions[start:stop]} for start, stop in bounds]
         return _joined(map_chunks(embed_chunk, chunks, self.engine, "embed covers", self.runtime), self.bundle.model.config.projection_dim)
