@@ -15,8 +15,9 @@ import pytest
 from bad_inputs import ALL_CASES, COVERS_CSV, GOOD_COVERS, GOOD_LISTING, LISTING_CSV, Case
 from conftest import PROJECT_ROOT
 
+from tasks.inputs.outcomes import TableOutcome
 from tasks.inputs.readers import read_covers, read_listings
-from tasks.inputs.validation import TableOutcome, validate_covers, validate_listing
+from tasks.inputs.validation import validate_covers, validate_listing
 from tasks.platform.errors import InputFileError
 from tasks.platform.settings import ValidateSettings
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from flows.runner import UserErrorsWithoutTraceback, run_flow
-from tasks.inputs.validation import DataQualityError
+from tasks.platform.errors import DataQualityError
 
 
 def never_called(**_: object) -> None:

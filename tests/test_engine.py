@@ -15,12 +15,14 @@ import pandas as pd
 import pytest
 import torch
 from conftest import GeneratedData
+from test_listing_parts import PART_ROWS, SETTINGS, assert_same_outcome, write_messy_listing
 
 from tasks.clip.model import initial_bundle, save_bundle
 from tasks.clip.shards import IMAGES, ROWS, write_shards
 from tasks.genre.labeling import make_captions
-from tasks.inputs.readers import read_covers
-from tasks.inputs.validation import validate_covers
+from tasks.inputs.listing_parts import listing_frames, validate_listing_parts
+from tasks.inputs.readers import read_covers, read_listings
+from tasks.inputs.validation import validate_covers, validate_listing
 from tasks.platform.engine import IN_PROCESS, ClusterUnreachableError, chunk_bounds, describe, local_cluster_options, map_chunks
 from tasks.platform.overrides import SettingsError
 from tasks.platform.sections import EngineSettings
@@ -67,6 +69,15 @@ def test_cover_validation_on_the_cluster_keeps_and_quarantines_the_same_rows(clu
     pd.testing.assert_frame_equal(here.kept, there.kept)
     pd.testing.assert_frame_equal(here.quarantined.reset_index(drop=True), there.quarantined.reset_index(drop=True))
     assert here.by_reason == there.by_reason
+
+
+def test_listing_validated_in_parts_on_the_cluster_keeps_and_quarantines_the_same_rows(cluster: EngineSettings,
+                                                                                       tmp_path: Path) -> None:
+    paths = write_messy_listing(tmp_path)
+    whole = validate_listing(read_listings(tmp_path, ["*.csv"]), SETTINGS)
+    parted = validate_listing_parts(listing_frames(paths, "auto", PART_ROWS), SETTINGS, cluster, None, tmp_path / "parts")
+    assert whole.rows_quarantined > 100, "the messy listing repeats books across parts"
+    assert_same_outcome(whole, parted)
 
 
 def test_shards_written_on_the_cluster_are_byte_identical(cluster: EngineSettings, covers, tmp_path: Path) -> None:

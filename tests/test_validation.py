@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tasks.inputs.validation import DataQualityError, enforce_threshold, validate_and_clean, validate_covers, validate_listing
+from tasks.inputs.outcomes import enforce_threshold
+from tasks.inputs.validation import validate_and_clean, validate_covers, validate_listing
+from tasks.platform.errors import DataQualityError
 from tasks.platform.settings import Settings, ValidateSettings
 
 SETTINGS = ValidateSettings(title_max_chars=50, min_rows_per_genre=1)
@@ -162,7 +164,7 @@ def test_genres_too_rare_to_cross_validate_are_quarantined() -> None:
 
 
 def test_quarantine_summary_lists_each_reason_with_example_rows() -> None:
-    from tasks.inputs.validation import quarantine_summary
+    from tasks.inputs.outcomes import quarantine_summary
 
     outcome = validate_listing(listing([("1", "A", "x", "Travel"), ("1", "B", "x", "Travel"), ("2", None, "y", "Travel")]), SETTINGS)
     summary = quarantine_summary([outcome])

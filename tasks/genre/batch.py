@@ -24,8 +24,9 @@ from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
 from tasks.genre.labeling import load_champion_classifier
+from tasks.inputs.outcomes import QUARANTINE_COLUMNS
 from tasks.inputs.stream import listing_chunks
-from tasks.inputs.validation import QUARANTINE_COLUMNS, validate_unlabeled_listing
+from tasks.inputs.validation import validate_unlabeled_listing
 from tasks.platform.errors import InputFileError
 from tasks.platform.outputs import write_json
 from tasks.platform.settings import Settings, ValidateSettings

@@ -25,13 +25,14 @@ from tasks.inputs.readers import (
 from tasks.platform.errors import InputFileError
 
 
-def listing_chunks(path: Path, chunk_rows: int, labeled: bool = False) -> Iterator[pd.DataFrame]:
-    """Frames of at most `chunk_rows` listing rows, in file order. `labeled=False` also reads a
-    headed table with a title and no genre column (a listing to classify)."""
+def listing_chunks(path: Path, chunk_rows: int, labeled: bool = False, listing_format: str = "auto") -> Iterator[pd.DataFrame]:
+    """Frames of at most `chunk_rows` listing rows, in file order, in the given layout or the sniffed one
+    ("auto"). `labeled=False` also reads a headed table with a title and no genre column (a listing to classify)."""
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
     head = head_text(path)
-    listing_format = sniff_listing_format(path, head, labeled)
+    if listing_format == "auto":
+        listing_format = sniff_listing_format(path, head, labeled)
     records = stream_records(path, "," if listing_format == "amazon" else sniff_delimiter(head))
     if listing_format == "amazon":
         make = partial(amazon_record, path)

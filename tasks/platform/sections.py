@@ -25,13 +25,14 @@ class MlflowSettings(Section):
 
 
 class EngineSettings(Section):
-    """Where the data stages' chunked work runs (tasks/platform/engine.py): cover probing in validation,
-    shard writing, index embedding. Not a DVC param: every engine writes the same bytes."""
+    """Where the data stages' chunked work runs (tasks/platform/engine.py): a large listing's validation,
+    cover probing, shard writing, index embedding. Not a DVC param: every engine writes the same bytes."""
 
     kind: Literal["dask", "none"] = "dask"   # dask: Prefect's DaskTaskRunner | none: in this process, no cluster
     cluster_address: str | None = None       # an existing Dask scheduler (tcp://host:8786); None: a local cluster
     local_workers: int = Field(0, ge=0)      # the local cluster's processes (1 thread each); 0: one per CPU core
     chunk_covers: int = Field(2000, ge=1)    # covers per task: seconds of work, against ~0.2 s a Prefect task run costs
+    chunk_rows: int = Field(100_000, ge=1)   # listing rows per part; a listing of one part is validated in memory
     min_chunks: int = Field(2, ge=1)         # work of fewer chunks runs in this process: a local cluster takes seconds to start
 
     @field_validator("cluster_address")

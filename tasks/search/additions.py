@@ -29,8 +29,9 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.genre.batch import GenrePredictor
 from tasks.genre.labeling import label_books, load_champion_classifier
+from tasks.inputs.outcomes import TableOutcome
 from tasks.inputs.readers import read_covers
-from tasks.inputs.validation import TableOutcome, validate_covers
+from tasks.inputs.validation import validate_covers
 from tasks.platform.errors import InputFileError, require_inputs
 from tasks.platform.outputs import staged_folder, write_json
 from tasks.platform.reliability import pipeline_lock
