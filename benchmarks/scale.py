@@ -9,8 +9,11 @@ cluster started once per worker count, as `engine.cluster_address` would reach a
 time is printed on its own line.
 
 Stages: `validate covers` (validate_covers: every cover decoded once, the GX suite), `shard covers`
-(write_shards at `--shard-side` px) and `embed covers` (CoverEmbedder with the towers CLIP, image
-and caption towers plus heads, on the first `--embed-covers` covers).
+(write_shards at `--shard-side` px), `embed covers` (CoverEmbedder with the towers CLIP, image
+and caption towers plus heads, on the first `--embed-covers` covers) and, with `--listing-rows`,
+`validate listing` (a generated book32-style listing validated in parts of `--chunk-rows` rows and
+its clean Parquet and quarantine written; `--listing-whole` also measures it held whole in memory,
+the path a listing of one part takes).
 """
 
 from __future__ import annotations
@@ -74,6 +77,34 @@ def measure(stage: Callable[[EngineSettings], int], engine: EngineSettings, clie
     return {"items": items, "seconds": seconds, "driver_peak_gib": peak_rss_gib(), "worker_peak_gib": workers}
 
 
+def generate_listing(folder: Path, rows: int) -> Path:
+    """A book32-style listing of `rows` generated rows in `folder` (kept between runs: generation is not measured)."""
+    from tasks.inputs.synthetic import generate_dataset
+
+    marker = folder / f"rows-{rows}"
+    if not marker.is_file():
+        generate_dataset(folder, listing_rows=rows, cover_books=0)
+        marker.touch()
+    return next(folder.glob("amazon-books/*.csv"))
+
+
+def listing_stage(listing: Path, work: Path) -> Callable[[EngineSettings], int]:
+    from tasks.inputs.outcomes import write_clean_listing, write_quarantine
+    from tasks.inputs.validation import scratch_folder, validate_listing_files
+    from tasks.platform.settings import ValidateSettings
+
+    def validate(engine: EngineSettings) -> int:
+        with scratch_folder(work) as parts:
+            outcome = validate_listing_files([listing], "auto", ValidateSettings(), engine, None, parts)
+            write_clean_listing(outcome, work / "listing.parquet")
+            write_quarantine([outcome], work / "quarantine.parquet")
+        log.info("validate listing: %s", outcome.summary())
+        assert outcome.rows_kept + outcome.rows_quarantined == outcome.rows_in > 0
+        return outcome.rows_in
+
+    return validate
+
+
 def stages(csv: Path, work: Path, shard_side: int, embed_covers: int) -> dict[str, Callable[[EngineSettings], int]]:
     import torch
 
@@ -127,16 +158,25 @@ def local_cluster(workers: int) -> tuple[object, object, float]:
 @flow(name="bench-scale", log_prints=False)
 def run(args: argparse.Namespace) -> list[dict[str, object]]:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-scale-"))
-    csv = generate_covers(work / f"covers-{args.covers}", args.covers, args.cover_side)
-    embed_covers = min(args.embed_covers, args.covers) if not args.stages or "embed covers" in args.stages else 0
-    measured = stages(csv, work, args.shard_side, embed_covers)
+    covers = [s for s in ("validate covers", "shard covers", "embed covers") if not args.stages or s in args.stages]
+    measured: dict[str, Callable[[EngineSettings], int]] = {}
+    if covers:
+        csv = generate_covers(work / f"covers-{args.covers}", args.covers, args.cover_side)
+        measured = stages(csv, work, args.shard_side, min(args.embed_covers, args.covers) if "embed covers" in covers else 0)
+    if args.listing_rows:
+        measured["validate listing"] = listing_stage(generate_listing(work / f"listing-{args.listing_rows}", args.listing_rows), work)
     results = []
+    if args.listing_rows and args.listing_whole:
+        whole = EngineSettings(kind="none", chunk_rows=args.listing_rows)
+        results.append({"engine": "in process, whole", "stage": "validate listing", "workers": 1,
+                        **measure(measured["validate listing"], whole, None)})
+        print(json.dumps(results[-1]), flush=True)
     for label, workers in [("in process", 0), *[(f"dask, {w} worker{'s' if w > 1 else ''}", w) for w in args.workers]]:
         cluster = client = None
-        engine = EngineSettings(kind="none", chunk_covers=args.chunk)
+        engine = EngineSettings(kind="none", chunk_covers=args.chunk, chunk_rows=args.chunk_rows)
         if workers:
             cluster, client, start_seconds = local_cluster(workers)
-            engine = EngineSettings(cluster_address=cluster.scheduler_address, chunk_covers=args.chunk)
+            engine = EngineSettings(cluster_address=cluster.scheduler_address, chunk_covers=args.chunk, chunk_rows=args.chunk_rows)
             results.append({"engine": label, "stage": "cluster start", "seconds": start_seconds})
         try:
             for name, stage in measured.items():
@@ -155,7 +195,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
 
 
 def table(results: list[dict[str, object]]) -> str:
-    lines = ["| stage | engine | covers | seconds | covers/s | per cover per worker (ms) | worker peak RSS (GiB) | driver peak RSS (GiB) |",
+    lines = ["| stage | engine | items | seconds | items/s | per item per worker (ms) | worker peak RSS (GiB) | driver peak RSS (GiB) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r["stage"] == "cluster start":
@@ -179,11 +219,11 @@ def projection(results: list[dict[str, object]]) -> str:
     A projection, not a measurement: it assumes that cost holds per worker on other machines, that the
     shared filesystem keeps up, and it leaves out the cluster's start and the driver's serial share.
     """
-    runs = [r for r in results if r["stage"] != "cluster start" and r["engine"] != "in process"]
+    runs = [r for r in results if r["stage"] != "cluster start" and not r["engine"].startswith("in process")]
     single = [r for r in runs if r["workers"] == 1]
     measured = {r["stage"]: r for r in (single or runs)}
-    head = " | ".join(f"{n:,} covers" for n in PROJECTED_COVERS)
-    lines = [f"| stage (per cover per worker) | workers | {head} |", "|---|---|" + "---|" * len(PROJECTED_COVERS)]
+    head = " | ".join(f"{n:,}" for n in PROJECTED_COVERS)
+    lines = [f"| stage (per cover or listing row, per worker) | workers | {head} |", "|---|---|" + "---|" * len(PROJECTED_COVERS)]
     for stage, r in measured.items():
         per_cover = r["seconds"] * r["workers"] / r["items"]
         for workers in PROJECTED_WORKERS:
@@ -204,7 +244,11 @@ def main() -> None:
     parser.add_argument("--shard-side", type=int, default=160, help="shard resolution, px (160: the towers CLIP's)")
     parser.add_argument("--workers", default="1,2", help="Dask worker counts to measure, beside one process")
     parser.add_argument("--chunk", type=int, default=EngineSettings().chunk_covers, help="covers per task (engine.chunk_covers)")
-    parser.add_argument("--stages", default="", help="comma-separated subset of: validate covers, shard covers, embed covers")
+    parser.add_argument("--stages", default="", help="comma-separated subset of: validate covers, shard covers, embed covers, "
+                                                      "validate listing (empty: all)")
+    parser.add_argument("--listing-rows", type=int, default=0, help="rows of the generated listing (0: no listing stage)")
+    parser.add_argument("--chunk-rows", type=int, default=EngineSettings().chunk_rows, help="listing rows per part (engine.chunk_rows)")
+    parser.add_argument("--listing-whole", action="store_true", help="also validate the listing whole, in memory (the one-part path)")
     parser.add_argument("--work", default="", help="keep generated covers and outputs here (default: a temporary folder)")
     args = parser.parse_args()
     args.workers = [int(w) for w in args.workers.split(",") if w]

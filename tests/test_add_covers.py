@@ -23,7 +23,7 @@ from tasks.platform.engine import IN_PROCESS
 from tasks.platform.errors import InputFileError
 from tasks.platform.sections import VectorIndexSettings
 from tasks.platform.settings import ClipSettings, SmallClipSettings, ValidateSettings
-from tasks.search.additions import AddedBatch, add_to_index, covers_file, read_index_rows, validated_covers
+from tasks.search.additions import AddedBatch, add_to_index, covers_file, validated_covers
 from tasks.search.engine import CoverSearch
 from tasks.search.index import CoverEmbedder, IndexRows, added_batches, append_batch, embed_in_chunks, save_index
 from tasks.search.vectors import ApproximateVectors, ExactVectors
@@ -60,9 +60,19 @@ def base_index(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
     save_bundle(bundle, folder / "clip")
     images, texts, ok = embed_in_chunks(bundle, books, make_captions(books, TEMPLATE).tolist())
     assert ok.all()
-    save_index(folder, IndexRows(books, images, texts), {"model": "book-cover-clip", "version": "3", "uri": "x", "alias": "champion"},
-               TEMPLATE, VectorIndexSettings())
+    with IndexRows(folder, images.shape[1]) as rows:
+        rows.append(books, images, texts)
+        save_index(rows, {"model": "book-cover-clip", "version": "3", "uri": "x", "alias": "champion"}, TEMPLATE,
+                   VectorIndexSettings())
     return folder
+
+
+def rebuilt_from(base_index: Path, folder: Path) -> IndexRows:
+    """A new index folder holding the base index's rows, copied as an add copies them, still open for more."""
+    shutil.copytree(base_index / "clip", folder / "clip")
+    rows = IndexRows(folder, np.load(base_index / "images.npy", mmap_mode="r").shape[1])
+    rows.append_index(base_index, chunk_rows=7)
+    return rows
 
 
 @pytest.fixture()
@@ -120,9 +130,11 @@ def test_an_approximate_index_grows_its_faiss_files_without_retraining_and_finds
         base_index: Path, tmp_path: Path) -> None:
     approximate = VectorIndexSettings(approximate_above=10, codes="Flat", train_rows=1_000, chunk_rows=1_000)
     index = tmp_path / "cover_index"
-    shutil.copytree(base_index, index)
-    rows, info = read_index_rows(index)
-    plan = save_index(index, rows, {k: info[k] for k in ("model", "version", "uri", "alias")}, TEMPLATE, approximate)["approximate"]
+    info = json.loads((base_index / "index.json").read_text())
+    with rebuilt_from(base_index, index) as rows:
+        plan = save_index(rows, {k: info[k] for k in ("model", "version", "uri", "alias")}, TEMPLATE, approximate)["approximate"]
+    for name in ("images.npy", "captions.npy"):
+        np.testing.assert_array_equal(np.load(index / name), np.load(base_index / name))
     assert plan == {"factory": "IVF1,Flat", "lists": 1, "probes": 1, "rerank": 40}
     search = CoverSearch(index, FixedGenre(), "a book cover of {category}")
     assert isinstance(search.images, ApproximateVectors) and isinstance(search.captions, ApproximateVectors)
@@ -157,16 +169,13 @@ def test_a_rebuild_from_the_batches_gives_the_incremental_index(index: Path, bas
     add(index, new_covers(tmp_path / "a", ODD[:2]), tmp_path / "batches")
     second = add(index, new_covers(tmp_path / "b", ODD[2:], colors=3), tmp_path / "batches")
     assert second.batch.startswith("0002-")
-    base = IndexRows(pd.read_parquet(base_index / "books.parquet"), np.load(base_index / "images.npy"),
-                     np.load(base_index / "captions.npy"))
     bundle = load_saved_clip(base_index / "clip", "cpu")
-    for batch_id, batch in added_batches(tmp_path / "batches"):
-        append_batch(base, CoverEmbedder(bundle), batch, batch_id, TEMPLATE)
     rebuilt = tmp_path / "rebuilt"
-    rebuilt.mkdir()
     info = json.loads((index / "index.json").read_text())
-    assert save_index(rebuilt, base, {k: info[k] for k in ("model", "version", "uri", "alias")}, TEMPLATE,
-                      VectorIndexSettings()) == info
+    with rebuilt_from(base_index, rebuilt) as base:
+        for batch_id, batch in added_batches(tmp_path / "batches"):
+            append_batch(base, CoverEmbedder(bundle), batch, batch_id, TEMPLATE)
+        assert save_index(base, {k: info[k] for k in ("model", "version", "uri", "alias")}, TEMPLATE, VectorIndexSettings()) == info
     pd.testing.assert_frame_equal(pd.read_parquet(rebuilt / "books.parquet"), pd.read_parquet(index / "books.parquet"))
     for name in ("images.npy", "captions.npy"):
         np.testing.assert_allclose(np.load(rebuilt / name), np.load(index / name), atol=1e-6)

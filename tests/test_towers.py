@@ -135,6 +135,28 @@ def test_the_shards_hold_the_locked_towers_features_of_every_cover(tmp_path: Pat
         shards.tower_features("efficientnet-lite2")
 
 
+def test_the_index_embeds_shard_features_a_chunk_at_a_time_and_leaves_out_failed_covers(tmp_path: Path, bundle) -> None:
+    import pandas as pd
+    from PIL import Image
+
+    from tasks.search.index import embedded_from_shards
+
+    paths = []
+    for i, image in enumerate(covers(5, seed=3)):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(image).save(paths[-1])
+    paths.insert(2, str(tmp_path / "missing.jpg"))
+    books = pd.DataFrame({"image_path": paths, "caption": CAPTIONS[:6], "book_id": [str(i) for i in range(6)]})
+    write_shards(books, tmp_path / "shards", SIZE, feature_tower="efficientnet-lite0")
+    features = CoverShards.open(tmp_path / "shards", SIZE).tower_features("efficientnet-lite0")
+    chunks = list(embedded_from_shards(bundle, tmp_path / "shards", books, CAPTIONS[:6], chunk_rows=2))
+    assert [len(ok) for _, _, ok in chunks] == [2, 2, 2]
+    images, texts, ok = (np.concatenate(parts) for parts in zip(*chunks))
+    assert ok.tolist() == [True, True, False, True, True, True]
+    np.testing.assert_allclose(images, embed_tower_features(bundle.model, np.asarray(features)[ok]), atol=1e-6)
+    assert texts.shape == images.shape == (5, bundle.model.config.projection_dim)
+
+
 def test_a_saved_towers_model_loads_back_offline_and_embeds_identically(tmp_path: Path, bundle) -> None:
     from tasks.clip.model import embed_images, embed_texts
 

@@ -13,6 +13,7 @@ from tasks.search.vectors import (
     ApproximateVectors,
     ExactVectors,
     VectorFile,
+    VectorWriter,
     build_approximate,
     index_plan,
     open_vectors,
@@ -119,3 +120,16 @@ def test_a_grown_index_is_extended_with_its_recorded_plan_and_finds_the_new_rows
     assert index.ntotal == 3_500 and faiss.extract_index_ivf(index).nlist == plan["lists"]
     search = open_vectors(grown, "images", plan)
     assert [int(search.top(row, 1)[0][0]) for row in new[:20]] == list(range(3_000, 3_020))
+
+
+def test_vector_writer_writes_the_rows_it_was_given_a_block_at_a_time(tmp_path: Path) -> None:
+    rows = np.random.default_rng(0).normal(size=(2_345, 8)).astype(np.float32)
+    writer = VectorWriter(tmp_path / "v.npy", 8)
+    for start in range(0, len(rows), 1_000):
+        writer.write(rows[start:start + 1_000])
+    writer.write(np.zeros((0, 8), np.float32))
+    with pytest.raises(ValueError, match="rows of 8 values"):
+        writer.write(np.zeros((3, 7), np.float32))
+    writer.close()
+    np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), rows)
+    np.testing.assert_array_equal(VectorFile(tmp_path / "v.npy").read(1_000, 1_010), rows[1_000:1_010])

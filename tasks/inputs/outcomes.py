@@ -205,20 +205,24 @@ def write_frames(frames: Iterator[pa.Table], path: Path) -> None:
             writer.close()
 
 
-def _listing_tables(outcome: Outcome) -> Iterator[pa.Table]:
+def write_clean_listing(outcome: Outcome, path: Path) -> None:
     schema = pa.schema([(column, pa.string()) for column in CLEAN_LISTING_COLUMNS])
-    for frame in outcome.kept_frames():
-        yield pa.Table.from_pandas(frame[CLEAN_LISTING_COLUMNS], schema=schema, preserve_index=False)
+    write_frames((pa.Table.from_pandas(frame[CLEAN_LISTING_COLUMNS], schema=schema, preserve_index=False)
+                  for frame in outcome.kept_frames()), path)
+
+
+def write_quarantine(outcomes: list[Outcome], path: Path) -> None:
+    """Every table's quarantined rows in one file, part by part."""
+    write_frames((_quarantine_table(frame) for outcome in outcomes for frame in outcome.quarantined_frames()), path)
 
 
 def write_outputs(settings: Settings, listing: Outcome, covers: TableOutcome, data_source: str) -> dict[str, object]:
     paths = settings.paths
     for target in (paths.clean_listing, paths.clean_covers, paths.quarantine, paths.quarantine_summary, paths.metrics_dir):
         (target if target.suffix == "" else target.parent).mkdir(parents=True, exist_ok=True)
-    write_frames(_listing_tables(listing), paths.clean_listing)
+    write_clean_listing(listing, paths.clean_listing)
     covers.kept.to_parquet(paths.clean_covers, index=False)
-    quarantined = (frame for outcome in (listing, covers) for frame in outcome.quarantined_frames())
-    write_frames((_quarantine_table(frame) for frame in quarantined), paths.quarantine)
+    write_quarantine([listing, covers], paths.quarantine)
     paths.quarantine_summary.write_text(quarantine_summary([listing, covers]), encoding="utf-8")
     metrics = {"data_source": data_source, "listing": listing.summary(), "covers": covers.summary()}
     write_json(paths.metrics_dir / "validation.json", metrics)

@@ -112,23 +112,34 @@ def _running(engine: EngineSettings) -> Iterator[Any]:
         yield runner
 
 
-def map_chunks(work: Task, chunks: Sequence[dict[str, Any]], engine: EngineSettings, desc: str,
-               runtime: RuntimeSettings | None = None) -> list[Any]:
-    """`work(**chunk)` for every chunk, results in chunk order: on the engine's cluster, or here."""
+def iter_chunks(work: Task, chunks: Sequence[dict[str, Any]], engine: EngineSettings, desc: str,
+                runtime: RuntimeSettings | None = None) -> Iterator[Any]:
+    """`work(**chunk)` for every chunk, yielded in chunk order: on the engine's cluster, or here.
+
+    Each result is let go once yielded, so a caller that writes results as they come (the index's
+    vectors) holds one chunk's, not all of them.
+    """
     where = describe(engine, len(chunks))
     log.info("%s: %d chunks %s", desc, len(chunks), where)
     progress = tqdm(total=len(chunks), desc=desc, unit="chunk", disable=len(chunks) < 2)
-    results: list[Any] = []
     with progress:
         if not uses_cluster(engine, len(chunks)):
             for chunk in chunks:
-                results.append(work.fn(**chunk))
+                result = work.fn(**chunk)
                 progress.update()
-            return results
+                yield result
+            return
         chunk_task = retrying(work, runtime or RuntimeSettings())
         with _running(engine) as runner:
-            futures = [runner.submit(chunk_task, parameters=dict(chunk)) for chunk in chunks]
-            for future in futures:
-                results.append(future.result())
+            futures: list[Any] = [runner.submit(chunk_task, parameters=dict(chunk)) for chunk in chunks]
+            for number in range(len(futures)):
+                result = futures[number].result()
+                futures[number] = None  # the worker may drop its copy
                 progress.update()
-    return results
+                yield result
+
+
+def map_chunks(work: Task, chunks: Sequence[dict[str, Any]], engine: EngineSettings, desc: str,
+               runtime: RuntimeSettings | None = None) -> list[Any]:
+    """`work(**chunk)` for every chunk, results in chunk order: on the engine's cluster, or here."""
+    return list(iter_chunks(work, chunks, engine, desc, runtime))

@@ -58,7 +58,7 @@ class VectorIndexSettings(Section):
     probes: int = Field(0, ge=0)    # lists scanned per query; 0: 4 x sqrt(lists) (recall@10 >= 0.95, bench-search-scale)
     rerank: int = Field(40, ge=1)   # candidates re-scored exactly from the vectors (random reads: at 10 M they are on disk)
     train_rows: int = Field(200_000, ge=1_000)   # sampled rows the lists and codes are trained on
-    chunk_rows: int = Field(200_000, ge=1_000)   # rows read and added at a time: building never holds all vectors
+    chunk_rows: int = Field(200_000, ge=1)       # rows embedded, written, read and added at a time: building never holds all vectors
 
     @field_validator("codes")
     @classmethod

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -109,11 +108,9 @@ def batch_folder(batches_dir: Path, digest: str) -> Path:
     return Path(batches_dir) / f"{max(numbers, default=0) + 1:04d}-{digest}"
 
 
-def read_index_rows(index: Path) -> tuple[IndexRows, dict[str, object]]:
-    info = json.loads((index / "index.json").read_text(encoding="utf-8"))
-    rows = IndexRows(pd.read_parquet(index / "books.parquet"), np.load(index / "images.npy"), np.load(index / "captions.npy"),
-                     int(info.get("left_out", 0)), list(info.get("batches", [])))
-    return rows, info
+def read_index_books(index: Path) -> tuple[pd.DataFrame, dict[str, object]]:
+    """An index's books and index.json, without its vectors (an add copies them a chunk at a time)."""
+    return pd.read_parquet(index / "books.parquet"), json.loads((index / "index.json").read_text(encoding="utf-8"))
 
 
 def validated_covers(csv: Path, settings: Settings) -> tuple[TableOutcome, str]:
@@ -197,28 +194,29 @@ def add_to_index(index: Path, batches_dir: Path, csv: Path, outcome: TableOutcom
 
     `classifier` loads the labeling model only when there is something new to label.
     """
-    rows, info = read_index_rows(index)
+    indexed, info = read_index_books(index)
     template = str(info["caption_template"])
-    record.clip_version, record.index_covers = info.get("version"), len(rows.books)
+    record.clip_version, record.index_covers = info.get("version"), len(indexed)
     if outcome.kept.empty:
         return
     record.batch = batch_digest(csv, outcome.kept)
-    if any(str(batch["id"]).endswith(record.batch) for batch in rows.batches):
+    if any(str(batch["id"]).endswith(record.batch) for batch in info.get("batches", [])):
         record.already_added = True
         return
     model, record.classifier_version = classifier()
     books = label_books(outcome.kept, model, template)
-    known = work_keys(books).isin(rows.keys())
+    known = work_keys(books).isin(set(work_keys(indexed)))
     record.books_already_indexed, record.books_new = int(known.sum()), int((~known).sum())
     if not record.books_new:
         return
     folder = batch_folder(batches_dir, record.batch)
     record.batch, record.folder = folder.name, str(folder)
     write_batch(folder, books.loc[~known], outcome, record)
-    append_batch(rows, embedder(index / "clip"), pd.read_parquet(folder / "books.parquet"), folder.name, template)
-    with staged_folder(index) as staging:
+    encoder = embedder(index / "clip")
+    with staged_folder(index) as staging, IndexRows(staging, encoder.dim) as rows:
         link_tree(index / "clip", staging / "clip")
-        save_index(staging, rows, {k: info.get(k) for k in ("model", "version", "uri", "alias")}, template,
-                   vector_settings, previous=index)
+        rows.append_index(index, vector_settings.chunk_rows)
+        append_batch(rows, encoder, pd.read_parquet(folder / "books.parquet"), folder.name, template)
+        save_index(rows, {k: info.get(k) for k in ("model", "version", "uri", "alias")}, template, vector_settings, previous=index)
     record.covers_indexed = int(rows.batches[-1]["covers"])
-    record.index_covers = len(rows.books)
+    record.index_covers = rows.covers

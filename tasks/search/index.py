@@ -2,18 +2,20 @@
 
 The index is a folder: the champion CLIP it was built with (so queries are embedded by the same
 model, whatever the registry says later), `images.npy` and `captions.npy` (L2-normalised float32
-rows, memory-mapped), `books.parquet` (what each row is) and `index.json`; above a size also
+rows, memory-mapped, written a chunk at a time as the covers are embedded), `books.parquet` (what each row is) and `index.json`; above a size also
 `images.faiss` and `captions.faiss` (tasks/search/vectors.py). tasks/search/engine.py answers
 queries from it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,14 +34,14 @@ from tasks.clip.shards import labeled_shards
 from tasks.clip.towers import embed_tower_features
 from tasks.genre.labeling import make_captions
 from tasks.inputs.readers import normalized_text
-from tasks.platform.engine import IN_PROCESS, chunk_bounds, map_chunks, uses_cluster
+from tasks.platform.engine import IN_PROCESS, chunk_bounds, iter_chunks, uses_cluster
 from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.platform.outputs import staged_folder, write_json
 from tasks.platform.registry import champion_version
 from tasks.platform.sections import EngineSettings, VectorIndexSettings
 from tasks.platform.settings import MlflowSettings, RuntimeSettings, Settings
 from tasks.platform.tracking import client, ensure_tracking_reachable
-from tasks.search.vectors import write_approximate
+from tasks.search.vectors import VectorFile, VectorWriter, write_approximate
 
 log = logging.getLogger(__name__)
 
@@ -81,25 +83,33 @@ def champion_clip_folder(settings: Settings, target: Path) -> dict[str, str | No
     return model
 
 
-def embed_from_shards(bundle: ClipBundle, settings: Settings, books: pd.DataFrame, captions: list[str],
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The covers' embeddings from the shards' locked-tower features (no decoding, no image tower), when they fit."""
-    shards = labeled_shards(settings.paths.cover_shards, books["image_path"].tolist())
+Embedded = tuple[np.ndarray, np.ndarray, np.ndarray]  # (image rows, caption rows, mask of the chunk's covers that decoded)
+
+
+def embedded_from_shards(bundle: ClipBundle, shards_folder: Path, books: pd.DataFrame, captions: list[str],
+                         chunk_rows: int) -> Iterator[Embedded] | None:
+    """The covers' embeddings from the shards' locked-tower features (no decoding, no image tower), when they fit,
+    `chunk_rows` covers at a time."""
+    shards = labeled_shards(shards_folder, books["image_path"].tolist())
     if shards is None or not shards.features_fit(bundle.model):
         return None
-    ok = shards.rows["shard_error"].isna().to_numpy()
-    log.info("embedding %d covers from the shards' %s features", int(ok.sum()), shards.feature_tower)
-    images = embed_tower_features(bundle.model, np.asarray(shards.features[np.flatnonzero(ok)]))
-    texts = embed_texts(bundle, [caption for caption, keep in zip(captions, ok) if keep])
-    return images, texts, ok
+    decoded = shards.rows["shard_error"].isna().to_numpy()
+    log.info("embedding %d covers from the shards' %s features", int(decoded.sum()), shards.feature_tower)
+
+    def chunks() -> Iterator[Embedded]:
+        for start, stop in chunk_bounds(len(books), chunk_rows):
+            rows = start + np.flatnonzero(decoded[start:stop])
+            yield (embed_tower_features(bundle.model, np.asarray(shards.features[rows])),
+                   embed_texts(bundle, [captions[row] for row in rows]), decoded[start:stop])
+    return chunks()
 
 
-def _embed_paths(bundle: ClipBundle, paths: list[str], captions: list[str], workers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _embed_paths(bundle: ClipBundle, paths: list[str], captions: list[str], workers: int) -> Embedded:
     decoded, ok = load_images(paths, bundle.image_size, workers=workers, desc="decode covers")
     return embed_images(bundle, decoded), embed_texts(bundle, [c for c, keep in zip(captions, ok) if keep]), ok
 
 
-def _joined(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _joined(parts: list[Embedded], dim: int) -> Embedded:
     if not parts:
         empty = np.zeros((0, dim), np.float32)
         return empty, empty, np.zeros(0, bool)
@@ -107,12 +117,16 @@ def _joined(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], dim: int) ->
     return np.concatenate(images).astype(np.float32), np.concatenate(texts).astype(np.float32), np.concatenate(masks)
 
 
-def embed_in_chunks(bundle: ClipBundle, books: pd.DataFrame, captions: list[str], chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image rows, caption rows, mask of covers that decoded), in this process: decoded a chunk at a time to bound memory."""
+def embedded_chunks(bundle: ClipBundle, books: pd.DataFrame, captions: list[str], chunk: int = 2048) -> Iterator[Embedded]:
+    """The covers embedded in this process, a chunk at a time to bound memory."""
     paths = books["image_path"].tolist()
-    parts = [_embed_paths(bundle, paths[start:stop], captions[start:stop], workers=2)
-             for start, stop in tqdm(chunk_bounds(len(paths), chunk), desc="embed covers", unit="chunk", disable=len(paths) <= chunk)]
-    return _joined(parts, bundle.model.config.projection_dim)
+    for start, stop in tqdm(chunk_bounds(len(paths), chunk), desc="embed covers", unit="chunk", disable=len(paths) <= chunk):
+        yield _embed_paths(bundle, paths[start:stop], captions[start:stop], workers=2)
+
+
+def embed_in_chunks(bundle: ClipBundle, books: pd.DataFrame, captions: list[str], chunk: int = 2048) -> Embedded:
+    """(image rows, caption rows, mask of covers that decoded), in this process, all in memory (small sets, tests)."""
+    return _joined(list(embedded_chunks(bundle, books, captions, chunk)), bundle.model.config.projection_dim)
 
 
 @lru_cache(maxsize=1)
@@ -122,7 +136,7 @@ def _worker_clip(folder: str, device: str) -> ClipBundle:
 
 
 @task(name="embed-covers-chunk", cache_policy=NO_CACHE)
-def embed_chunk(clip_folder: str, device: str, paths: list[str], captions: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def embed_chunk(clip_folder: str, device: str, paths: list[str], captions: list[str]) -> Embedded:
     return _embed_paths(_worker_clip(clip_folder, device), paths, captions, workers=1)  # a Dask worker may not start processes
 
 
@@ -136,15 +150,23 @@ class CoverEmbedder:
     engine: EngineSettings = IN_PROCESS
     runtime: RuntimeSettings | None = None
 
-    def embed(self, books: pd.DataFrame, captions: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(image rows, caption rows, mask of covers that decoded), on the engine when there are chunks enough."""
+    @property
+    def dim(self) -> int:
+        return int(self.bundle.model.config.projection_dim)
+
+    def embed_chunks(self, books: pd.DataFrame, captions: list[str]) -> Iterator[Embedded]:
+        """The covers embedded chunk by chunk, in order: on the engine when there are chunks enough."""
         bounds = chunk_bounds(len(books), self.engine.chunk_covers)
         if self.folder is None or not uses_cluster(self.engine, len(bounds)):
-            return embed_in_chunks(self.bundle, books, captions)
+            return embedded_chunks(self.bundle, books, captions)
         paths = [os.path.abspath(path) for path in books["image_path"].astype(str)]  # a worker's working directory may not be ours
         chunks = [{"clip_folder": str(self.folder.resolve()), "device": self.device, "paths": paths[start:stop],
                    "captions": captions[start:stop]} for start, stop in bounds]
-        return _joined(map_chunks(embed_chunk, chunks, self.engine, "embed covers", self.runtime), self.bundle.model.config.projection_dim)
+        return iter_chunks(embed_chunk, chunks, self.engine, "embed covers", self.runtime)
+
+    def embed(self, books: pd.DataFrame, captions: list[str]) -> Embedded:
+        """(image rows, caption rows, mask of covers that decoded), all in memory: for small sets."""
+        return _joined(list(self.embed_chunks(books, captions)), self.dim)
 
 
 @task(name="index-covers", cache_policy=NO_CACHE)
@@ -162,24 +184,70 @@ def build_index(settings: Settings) -> dict[str, object]:
     return summary
 
 
-@dataclass
 class IndexRows:
-    """What an index folder holds, built up part by part: the pipeline's covers, then each added batch."""
+    """An index folder being written: its books' table, and their vectors streamed to `images.npy` and
+    `captions.npy` a chunk at a time, so writing an index never holds all its vectors (20 GB at 10 M covers)."""
 
-    books: pd.DataFrame
-    images: np.ndarray
-    captions: np.ndarray
-    left_out: int = 0
-    batches: list[dict[str, object]] = field(default_factory=list)
+    def __init__(self, folder: Path, dim: int) -> None:
+        self.folder = Path(folder)
+        self.images, self.captions = VectorWriter(self.folder / "images.npy", dim), VectorWriter(self.folder / "captions.npy", dim)
+        self.left_out = 0
+        self.batches: list[dict[str, object]] = []
+        self._books: list[pd.DataFrame] = []
+        self._keys: set[str] = set()
+
+    def __enter__(self) -> IndexRows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.images.close()
+        self.captions.close()
+
+    @property
+    def covers(self) -> int:
+        return self.images.rows
+
+    @property
+    def books(self) -> pd.DataFrame:
+        return pd.concat(self._books, ignore_index=True) if self._books else pd.DataFrame(columns=BOOK_COLUMNS)
 
     def keys(self) -> set[str]:
-        return set(work_keys(self.books))
+        return self._keys
 
-    def append(self, books: pd.DataFrame, images: np.ndarray, captions: np.ndarray, left_out: int) -> None:
-        self.books = pd.concat([self.books, books[self.books.columns]], ignore_index=True)
-        self.images = np.concatenate([self.images, images]).astype(np.float32)
-        self.captions = np.concatenate([self.captions, captions]).astype(np.float32)
+    def append(self, books: pd.DataFrame, images: np.ndarray, captions: np.ndarray, left_out: int = 0) -> None:
+        if self._books:
+            books = books[self._books[0].columns]
+        if not len(books) == len(images) == len(captions):
+            raise ValueError(f"{len(books)} books but {len(images)} image and {len(captions)} caption rows")
+        self._books.append(books.reset_index(drop=True))
+        self._keys.update(work_keys(books))
+        self.images.write(images)
+        self.captions.write(captions)
         self.left_out += left_out
+
+    def append_embedded(self, books: pd.DataFrame, chunks: Iterator[Embedded]) -> int:
+        """The books' rows as their chunks come (each chunk covers the next books in order); the covers kept."""
+        start = kept = 0
+        for images, captions, ok in chunks:
+            part = books.iloc[start:start + len(ok)]
+            start += len(ok)
+            self.append(part[ok], images, captions, int((~ok).sum()))
+            kept += int(ok.sum())
+        return kept
+
+    def append_index(self, index: Path, chunk_rows: int) -> dict[str, object]:
+        """Every row of an existing index folder, its vectors copied a chunk at a time; its index.json."""
+        info = json.loads((index / "index.json").read_text(encoding="utf-8"))
+        books = pd.read_parquet(index / "books.parquet")
+        images, captions = VectorFile(index / "images.npy"), VectorFile(index / "captions.npy")
+        for start, stop in chunk_bounds(len(books), chunk_rows):
+            self.append(books.iloc[start:stop], images.read(start, stop), captions.read(start, stop))
+        self.left_out += int(info.get("left_out", 0))
+        self.batches.extend(info.get("batches", []))
+        return info
 
 
 def work_keys(books: pd.DataFrame) -> pd.Series:
@@ -191,22 +259,22 @@ def append_batch(rows: IndexRows, embedder: CoverEmbedder, batch: pd.DataFrame, 
     """A batch's books that are not in `rows` yet, embedded and appended; the same code for a full rebuild and an add."""
     new = batch.loc[~work_keys(batch).isin(rows.keys())].reset_index(drop=True)
     new = new.assign(caption=make_captions(new, template))
-    images, texts, ok = embedder.embed(new, new["caption"].tolist())
-    rows.append(new.loc[ok].reset_index(drop=True), images, texts, int((~ok).sum()))
-    rows.batches.append({"id": batch_id, "covers": int(ok.sum())})
+    covers = rows.append_embedded(new, embedder.embed_chunks(new, new["caption"].tolist()))
+    rows.batches.append({"id": batch_id, "covers": covers})
 
 
-def save_index(folder: Path, rows: IndexRows, model: dict[str, str | None], template: str,
-               vector_settings: VectorIndexSettings, previous: Path | None = None) -> dict[str, object]:
-    """Write the index folder; above `vector_settings.approximate_above` rows with its FAISS files.
+def save_index(rows: IndexRows, model: dict[str, str | None], template: str, vector_settings: VectorIndexSettings,
+               previous: Path | None = None) -> dict[str, object]:
+    """Finish the index folder `rows` wrote; above `vector_settings.approximate_above` rows with its FAISS files.
 
     `previous` (the index an add-covers extends) lets its FAISS files grow instead of being retrained.
     """
-    np.save(folder / "images.npy", rows.images)
-    np.save(folder / "captions.npy", rows.captions)
-    rows.books.to_parquet(folder / "books.parquet", index=False)
-    approximate = write_approximate(folder, len(rows.books), vector_settings, previous)
-    summary = {**model, "covers": len(rows.books), "left_out": rows.left_out, "dim": int(rows.images.shape[1]),
+    rows.close()
+    folder = rows.folder
+    books = rows.books
+    books.to_parquet(folder / "books.parquet", index=False)
+    approximate = write_approximate(folder, len(books), vector_settings, previous)
+    summary = {**model, "covers": len(books), "left_out": rows.left_out, "dim": rows.images.dim,
                "caption_template": template, "batches": rows.batches, "approximate": approximate}
     write_json(folder / "index.json", summary)
     return summary
@@ -217,14 +285,14 @@ def _write_index(settings: Settings, books: pd.DataFrame, folder: Path) -> dict[
     embedder = cover_embedder(folder / "clip", settings)
     template = settings.labeling.caption_template
     captions = make_captions(books, template).tolist()
-    images, texts, ok = embed_from_shards(embedder.bundle, settings, books, captions) or embedder.embed(books, captions)
-    if not ok.any():
-        raise DataQualityError(f"{settings.paths.labeled_covers}: no cover decodes any more; rerun the validate stage")
-    kept = books.loc[ok, [c for c in BOOK_COLUMNS if c in books]].reset_index(drop=True)
-    rows = IndexRows(kept, images, texts, int((~ok).sum()))
-    for batch_id, batch in added_batches(settings.add_covers.batches_dir):
-        append_batch(rows, embedder, batch, batch_id, template)
-    return save_index(folder, rows, model, template, settings.vector_index)
+    chunks = (embedded_from_shards(embedder.bundle, settings.paths.cover_shards, books, captions, settings.vector_index.chunk_rows)
+              or embedder.embed_chunks(books, captions))
+    with IndexRows(folder, embedder.dim) as rows:
+        if not rows.append_embedded(books[[c for c in BOOK_COLUMNS if c in books]], chunks):
+            raise DataQualityError(f"{settings.paths.labeled_covers}: no cover decodes any more; rerun the validate stage")
+        for batch_id, batch in added_batches(settings.add_covers.batches_dir):
+            append_batch(rows, embedder, batch, batch_id, template)
+        return save_index(rows, model, template, settings.vector_index)
 
 
 def cover_embedder(clip_folder: Path, settings: Settings) -> CoverEmbedder:

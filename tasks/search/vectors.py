@@ -115,6 +115,37 @@ def extend_approximate(previous: Path, vectors: Path, path: Path, chunk_rows: in
     return True
 
 
+class VectorWriter:
+    """A float32 .npy matrix written a block of rows at a time, so no writer holds all the rows.
+
+    The header is written first with no rows and rewritten with the count on close: numpy pads
+    the header so that the first dimension can grow to 21 digits without changing its length.
+    """
+
+    def __init__(self, path: Path, dim: int) -> None:
+        self.path, self.dim, self.rows = Path(path), dim, 0
+        self._file = self.path.open("wb")
+        self._write_header()
+
+    def _write_header(self) -> None:
+        self._file.seek(0)
+        np.lib.format.write_array_header_1_0(self._file, {"descr": "<f4", "fortran_order": False, "shape": (self.rows, self.dim)})
+
+    def write(self, block: np.ndarray) -> None:
+        if len(block) == 0:
+            return
+        if block.ndim != 2 or block.shape[1] != self.dim:
+            raise ValueError(f"{self.path}: rows of {self.dim} values expected, got a block of shape {block.shape}")
+        self._file.write(np.ascontiguousarray(block, dtype=np.float32).tobytes())
+        self.rows += len(block)
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        self._write_header()
+        self._file.close()
+
+
 class VectorFile:
     """A float32 .npy matrix read in row ranges with plain reads."""
 
