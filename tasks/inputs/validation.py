@@ -52,7 +52,7 @@ def _check_rows_then_uniqueness(
     frame: pd.DataFrame, name: str, row_checks: list[Expectation], key: list[str], label: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     survivors, rejected = split(frame, run_suite(frame, f"{name}_rows", row_checks))
-    kept, duplicates = split(survivors, unique_key_flags(survivors, name, key, label))
+    kept, duplicates = split(survivors, unique_key_flags(survivors, key, label))
     return kept, pd.concat([rejected, duplicates], ignore_index=True)
 
 
