@@ -18,6 +18,7 @@ export TOKENIZERS_PARALLELISM := false
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 SCALE_COVERS ?= 20000
+SCALE_LISTING_ROWS ?= 200000
 SEARCH_SIZES ?= 100000,1000000,10000000
 
 .PHONY: setup init run repro test test-fast summary plots plots-template experiments lock clean clean-outputs bench-classifier bench-labeling bench-classify bench-search bench-clip bench-scale search-page browser ui ui-stop
@@ -80,8 +81,8 @@ bench-search: setup ## cover search latency at 100,000 covers, then exact vs FAI
 	$(PY) -m benchmarks.search
 	$(PY) -m benchmarks.search_scale --sizes $(SEARCH_SIZES)
 
-bench-scale: setup ## the data stages (cover validation, shards, embedding) in one process and on 1 and 2 Dask workers: covers/s, per-cover cost, peak RSS per worker
-	$(PY) -m benchmarks.scale --covers $(SCALE_COVERS)
+bench-scale: setup ## the data stages (listing and cover validation, shards, embedding) in one process and on 1 and 2 Dask workers: items/s, per-item cost, peak RSS per worker
+	$(PY) -m benchmarks.scale --covers $(SCALE_COVERS) --listing-rows $(SCALE_LISTING_ROWS) --listing-whole
 
 bench-clip: setup ## CLIP fine-tuning pairs/s, speed-up over the naive recipe, MFU, peak memory (ViT-B/32 on a GPU; small CLIP on CPU); needs ../shared/data
 	$(PY) -m benchmarks.clip
