@@ -161,11 +161,11 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-scale-"))
     covers = [s for s in ("validate covers", "shard covers", "embed covers") if not args.stages or s in args.stages]
     measured: dict[str, Callable[[EngineSettings], int]] = {}
+    if args.listing_rows:  # first: its workers' peaks then start from fresh workers, not from the embed stage's CLIP
+        measured["validate listing"] = listing_stage(generate_listing(work / f"listing-{args.listing_rows}", args.listing_rows), work)
     if covers:
         csv = generate_covers(work / f"covers-{args.covers}", args.covers, args.cover_side)
-        measured = stages(csv, work, args.shard_side, min(args.embed_covers, args.covers) if "embed covers" in covers else 0)
-    if args.listing_rows:
-        measured["validate listing"] = listing_stage(generate_listing(work / f"listing-{args.listing_rows}", args.listing_rows), work)
+        measured.update(stages(csv, work, args.shard_side, min(args.embed_covers, args.covers) if "embed covers" in covers else 0))
     results = []
     if args.listing_rows and args.listing_whole:
         whole = EngineSettings(kind="none", chunk_rows=args.listing_rows)
@@ -242,7 +242,8 @@ def _duration(seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--covers", type=int, default=20_000)
-    parser.add_argument("--embed-covers", type=int, default=2_000, help="covers the embed stage takes (the towers CLIP on CPU)")
+    parser.add_argument("--embed-covers", type=int, default=4_000,
+                        help="covers the embed stage takes (the towers CLIP on CPU); at least 2 chunks, or it stays in process")
     parser.add_argument("--cover-side", type=int, default=120, help="short side of the generated covers, px")
     parser.add_argument("--shard-side", type=int, default=160, help="shard resolution, px (160: the towers CLIP's)")
     parser.add_argument("--workers", default="1,2", help="Dask worker counts to measure, beside one process")
