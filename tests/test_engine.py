@@ -142,6 +142,19 @@ def test_the_engines_local_workers_keep_glibcs_malloc_tuning(prefect_harness: No
     assert settings == [None, None]
 
 
+def test_the_malloc_setting_leaves_dasks_configuration_whole_in_a_fresh_process() -> None:
+    """The engine's first local cluster in a process imports distributed inside the config change; leaving it must
+    not drop distributed's defaults (a second stage's cluster then failed with KeyError: 'comm')."""
+    import subprocess
+    import sys
+
+    script = ("import dask\nfrom tasks.platform.engine import glibc_malloc_defaults\n"
+              "with glibc_malloc_defaults():\n    import distributed\n"
+              "print(dask.config.get('distributed.comm.timeouts.connect', 'missing'))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() != "missing", done.stderr
+
+
 def test_work_of_fewer_chunks_than_min_chunks_never_reaches_a_cluster() -> None:
     unreachable = EngineSettings(cluster_address="tcp://127.0.0.1:9", min_chunks=3)  # nothing listens there
     assert describe(unreachable, 2) == "in process"

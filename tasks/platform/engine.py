@@ -99,6 +99,7 @@ def glibc_malloc_defaults() -> Iterator[None]:
     environment still applies; a cluster of your own keeps its own configuration.
     """
     import dask
+    import distributed  # noqa: F401  loads distributed's config defaults first: leaving config.set would otherwise drop them
 
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         yield
