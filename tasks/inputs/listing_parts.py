@@ -31,9 +31,8 @@ from tasks.inputs.outcomes import (
     reason_counts,
     reason_examples,
 )
-from tasks.inputs.readers import LISTING_COLUMNS
 from tasks.inputs.stream import listing_chunks
-from tasks.inputs.suites import Flags, listing_checks, listing_keys, listing_uniqueness_flags, run_suite, with_row_ids
+from tasks.inputs.suites import Flags, listing_checks, listing_keys, listing_uniqueness_flags, run_suite, split, with_row_ids
 from tasks.platform.engine import map_chunks
 from tasks.platform.sections import EngineSettings
 from tasks.platform.settings import RuntimeSettings, ValidateSettings
@@ -57,7 +56,7 @@ def listing_frames(paths: list[Path], listing_format: str, chunk_rows: int) -> I
                 rest = whole.iloc[chunk_rows:]
                 pending, pending_rows = ([rest] if len(rest) else []), len(rest)
     if pending_rows:
-        yield pd.concat(pending, ignore_index=True)[LISTING_COLUMNS]
+        yield pd.concat(pending, ignore_index=True)
 
 
 def listing_row_flags(frame: pd.DataFrame, settings: ValidateSettings) -> Flags:
@@ -67,11 +66,9 @@ def listing_row_flags(frame: pd.DataFrame, settings: ValidateSettings) -> Flags:
 
 def settle_listing_rows(frame: pd.DataFrame, flags: Flags) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(clean rows, quarantined rows with their reasons) once every flag of these rows is known."""
-    bad = frame["row_id"].isin(flags.keys())
-    quarantined = frame[bad].copy()
-    quarantined["reason"] = [";".join(flags[row_id]) for row_id in quarantined["row_id"]]
+    kept, quarantined = split(frame, flags)
     quarantined["label"] = quarantined["genre"]
-    return clean_listing(frame[~bad]), quarantined
+    return clean_listing(kept), quarantined
 
 
 @task(name="check-listing-part", cache_policy=NO_CACHE)

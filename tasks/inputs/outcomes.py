@@ -80,7 +80,7 @@ class TableOutcome(OutcomeCounts):
 
 @dataclass
 class PartedOutcome(OutcomeCounts):
-    """An outcome whose rows are in Parquet parts, in row order; the parts are removed once written out."""
+    """An outcome whose rows are in Parquet parts, in row order, in the stage's scratch folder (removed after the stage)."""
 
     name: str
     rows_in: int
@@ -193,11 +193,11 @@ def _quarantine_table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
-def write_frames(frames: Iterator[pa.Table], path: Path) -> None:
+def write_tables(tables: Iterator[pa.Table], path: Path) -> None:
     """One Parquet file from tables of one schema, one row group each: memory holds one table."""
     writer: pq.ParquetWriter | None = None
     try:
-        for table in frames:
+        for table in tables:
             writer = writer or pq.ParquetWriter(path, table.schema)
             writer.write_table(table.cast(writer.schema))
     finally:
@@ -207,13 +207,13 @@ def write_frames(frames: Iterator[pa.Table], path: Path) -> None:
 
 def write_clean_listing(outcome: Outcome, path: Path) -> None:
     schema = pa.schema([(column, pa.string()) for column in CLEAN_LISTING_COLUMNS])
-    write_frames((pa.Table.from_pandas(frame[CLEAN_LISTING_COLUMNS], schema=schema, preserve_index=False)
+    write_tables((pa.Table.from_pandas(frame[CLEAN_LISTING_COLUMNS], schema=schema, preserve_index=False)
                   for frame in outcome.kept_frames()), path)
 
 
 def write_quarantine(outcomes: list[Outcome], path: Path) -> None:
     """Every table's quarantined rows in one file, part by part."""
-    write_frames((_quarantine_table(frame) for outcome in outcomes for frame in outcome.quarantined_frames()), path)
+    write_tables((_quarantine_table(frame) for outcome in outcomes for frame in outcome.quarantined_frames()), path)
 
 
 def write_outputs(settings: Settings, listing: Outcome, covers: TableOutcome, data_source: str) -> dict[str, object]:

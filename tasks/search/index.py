@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 
 import mlflow
 import numpy as np
@@ -196,7 +197,7 @@ class IndexRows:
         self._books: list[pd.DataFrame] = []
         self._keys: set[str] = set()
 
-    def __enter__(self) -> IndexRows:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -238,8 +239,8 @@ class IndexRows:
             kept += int(ok.sum())
         return kept
 
-    def append_index(self, index: Path, chunk_rows: int) -> dict[str, object]:
-        """Every row of an existing index folder, its vectors copied a chunk at a time; its index.json."""
+    def append_index(self, index: Path, chunk_rows: int) -> None:
+        """Every row of an existing index folder, its vectors copied a chunk at a time."""
         info = json.loads((index / "index.json").read_text(encoding="utf-8"))
         books = pd.read_parquet(index / "books.parquet")
         images, captions = VectorFile(index / "images.npy"), VectorFile(index / "captions.npy")
@@ -247,7 +248,6 @@ class IndexRows:
             self.append(books.iloc[start:stop], images.read(start, stop), captions.read(start, stop))
         self.left_out += int(info.get("left_out", 0))
         self.batches.extend(info.get("batches", []))
-        return info
 
 
 def work_keys(books: pd.DataFrame) -> pd.Series:
