@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_dvc_deps import ROOT, module_file, modules_named_in
 
-DOMAINS = {"platform", "inputs", "genre", "clip", "search", "monitor"}
+DOMAINS = {"platform", "inputs", "reading", "genre", "clip", "search", "monitor"}
 # Module paths that models registered before the move pickled (classes, functions), and where they live now.
 LEGACY_PICKLE_PATHS = {
     ("tasks.genre_models", "EnsembleModel"): "tasks.genre.models",

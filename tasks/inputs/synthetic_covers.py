@@ -133,18 +133,23 @@ def _wrap(text: str, font: ImageFont.ImageFont, width: float) -> list[str]:
     return lines
 
 
+TITLE_PX, AUTHOR_PX = 13, 11  # type sizes a cover reader reads at the embedded covers' 96 x 144 px
+
+
 def _draw_text(d: ImageDraw.ImageDraw, rng: np.random.Generator, title: str, author: str, size: tuple[int, int],
                band: tuple[int, int, int], ink: tuple[int, int, int]) -> None:
-    """Text on a plain band, as real covers do, so a CLIP-like model can also read it."""
+    """Title and author on plain bands, as real covers print them, in a scalable font large enough for the cover
+    reader (read_covers) to read: PIL's bundled FreeType font, so no system font is needed."""
     w, h = size
-    font = ImageFont.load_default()
-    lines = _wrap(_drawable(title), font, w - 8)[:4]
+    title_font, author_font = ImageFont.load_default(size=TITLE_PX), ImageFont.load_default(size=AUTHOR_PX)
+    lines = _wrap(_drawable(title), title_font, w - 8)[:4]
+    step = TITLE_PX + 3
     top = int(rng.integers(4, max(5, h // 3)))
-    d.rectangle([0, top - 2, w, top + 12 * len(lines) + 2], fill=band)
+    d.rectangle([0, top - 3, w, top + step * len(lines) + 2], fill=band)
     for k, line in enumerate(lines):
-        d.text((4, top + 12 * k), line, fill=ink, font=font)
-    d.rectangle([0, h - 16, w, h], fill=band)
-    d.text((4, h - 14), _drawable(author), fill=ink, font=font)
+        d.text((4, top + step * k), line, fill=ink, font=title_font)
+    d.rectangle([0, h - AUTHOR_PX - 6, w, h], fill=band)
+    d.text((4, h - AUTHOR_PX - 4), _drawable(author), fill=ink, font=author_font)
 
 
 def render_cover(book_genre: str, title: str, author: str, size: tuple[int, int],

@@ -78,6 +78,48 @@ class AddCoversSettings(Section):  # bookcovers add-covers: a new covers folder 
     covers_format: Literal["auto", "bookdepository", "generic"] = "auto"
 
 
+class ReadingSettings(Section):
+    """The read_covers stage's reader (tasks/reading/reader.py): PP-OCRv4 through onnxruntime, offline.
+
+    The defaults were chosen by `make bench-reading` on 400 real covers (README, "Reading covers"):
+    the library's defaults (short side scaled to 736 px, angle classifier, batches of 6 lines) read
+    no better than these at a fraction of the time.
+    """
+
+    detector_side: int = Field(320, ge=32, le=4096)    # the detector's input is scaled so this side ...
+    detector_side_rule: Literal["min", "max"] = "min"  # ... is the short side (min: thumbnails scaled up) or the long one
+    max_lines: int = Field(3, ge=0)                    # only the tallest lines are recognised (0: all); titles are big
+    recognizer_batch: int = Field(1, ge=1)             # lines per recogniser run: batches pad every line to the widest
+    angle_classifier: bool = False                     # also turn upside-down lines (a model run per line)
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0)  # lines read with less confidence are dropped
+    threads: int = Field(1, ge=1)                      # onnxruntime threads per reader (one reader per engine worker)
+
+
+class HybridSettings(Section):
+    """Cover search by CLIP and read text together (tasks/search/hybrid.py): a fused score
+    `w x text match + (1 - w) x CLIP similarity` per cover, w per query kind.
+
+    A weight left null is chosen on the validation books (never the test books) from `weight_grid`,
+    by the evaluate stage for the model it judges and by index_covers for the model it indexes, and
+    recorded in metrics/clip.json and the index's index.json; a number is used as it is.
+    """
+
+    title_text_weight: float | None = Field(None, ge=0.0, le=1.0)  # a title query: the title against the covers' read text
+    cover_text_weight: float | None = Field(None, ge=0.0, le=1.0)  # a cover query: its read text against titles + authors
+    genre_text_weight: float | None = Field(None, ge=0.0, le=1.0)  # a cover's genre: classifier on its read text vs zero-shot
+    weight_grid: list[float] = Field(default=[round(0.1 * i, 1) for i in range(11)], min_length=1)
+    candidates: int = Field(200, ge=1)                  # per signal, its best covers re-scored by both
+    identify_min_score: float = Field(0.5, ge=0.0, le=1.0)  # a cover is identified as a book when its read text matches ...
+    identify_margin: float = Field(0.1, ge=0.0, le=1.0)     # ... that book this well, and this much better than any other
+
+    @field_validator("weight_grid")
+    @classmethod
+    def _weights(cls, grid: list[float]) -> list[float]:
+        if any(not 0.0 <= w <= 1.0 for w in grid):
+            raise ValueError(f"weight_grid holds weights between 0 and 1, got {grid}")
+        return sorted(set(grid))
+
+
 class MonitorSettings(Section):
     """Drift of a new batch against the champion's reference; a measure drifts when its test is
     significant *and* its effect is large, so big batches of the same data do not cry wolf."""

@@ -18,8 +18,10 @@ from tasks.platform.sections import (
     AddCoversSettings,
     ClassifySettings,
     EngineSettings,
+    HybridSettings,
     MlflowSettings,
     MonitorSettings,
+    ReadingSettings,
     Section,
     VectorIndexSettings,
 )
@@ -89,6 +91,7 @@ class PathSettings(Section):
     clip_checkpoints: Path = Path("data/interim/clip_checkpoints")
     cover_index: Path = Path("data/processed/cover_index")
     cover_shards: Path = Path("data/processed/cover_shards")
+    cover_text: Path = Path("data/processed/cover_text.parquet")  # every cover's read text: lines, confidences, boxes
     metrics_dir: Path = Path("metrics")
     plots_dir: Path = Path("plots")
     run_record: Path = Path("data/interim/last_run.json")  # which data the last pipeline run read, which stages it skipped
@@ -311,6 +314,8 @@ class Settings(Section):
     clip: ClipSettings = ClipSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     search: SearchSettings = SearchSettings()
+    reading: ReadingSettings = ReadingSettings()
+    hybrid: HybridSettings = HybridSettings()
     vector_index: VectorIndexSettings = VectorIndexSettings()
     mlflow: MlflowSettings = MlflowSettings()
     runtime: RuntimeSettings = RuntimeSettings()
