@@ -20,8 +20,9 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SCALE_COVERS ?= 20000
 SCALE_LISTING_ROWS ?= 200000
 SEARCH_SIZES ?= 100000,1000000,10000000
+HYBRID_SIZES ?= 100000,1000000
 
-.PHONY: setup init run repro test test-fast summary plots plots-template experiments lock clean clean-outputs bench-classifier bench-labeling bench-classify bench-search bench-clip bench-scale search-page browser ui ui-stop
+.PHONY: setup init run repro test test-fast summary plots plots-template experiments lock clean clean-outputs bench-classifier bench-labeling bench-classify bench-search bench-clip bench-scale bench-reading bench-hybrid search-page browser ui ui-stop
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=python3.11"'
@@ -86,6 +87,12 @@ bench-scale: setup ## the data stages (listing and cover validation, shards, emb
 
 bench-clip: setup ## CLIP fine-tuning pairs/s, speed-up over the naive recipe, MFU, peak memory (ViT-B/32 on a GPU; small CLIP on CPU); needs ../shared/data
 	$(PY) -m benchmarks.clip
+
+bench-reading: setup ## the cover reader per setting on 400 real covers: seconds a cover, covers/s, title<->cover recall of the read text (needs ../shared/data)
+	$(PY) -m benchmarks.reading
+
+bench-hybrid: setup ## a hybrid (CLIP + read text) title query's p50/p95 at HYBRID_SIZES covers of generated read text
+	$(PY) -m benchmarks.hybrid --sizes $(HYBRID_SIZES)
 
 search-page: setup ## the cover search page on http://127.0.0.1:8000 (after make run)
 	$(BIN)/bookcovers serve

@@ -29,7 +29,7 @@ from tasks.platform.errors import UserError
 from tasks.platform.settings import DEFAULT_PARAMS_FILE, Settings, SettingsError, load_settings
 
 # DVC stage name -> the module under flows/ whose `<name>_flow` runs it (dvc.yaml's cmd is `python -m flows.<name>`).
-STAGE_NAMES = ("generate", "validate", "train_classifier", "label_covers", "shard_covers", "finetune_clip", "evaluate",
+STAGE_NAMES = ("generate", "validate", "read_covers", "train_classifier", "label_covers", "shard_covers", "finetune_clip", "evaluate",
                "index_covers")
 
 COMMANDS_HELP = {
@@ -54,9 +54,12 @@ COMMANDS_HELP = {
                "contrast, saturation and CLIP embeddings against the covers the pipeline indexed). Without BATCH, every "
                "classify output and added batch that has no report yet. Writes monitor.reports_dir/<batch>.drift.html "
                "and .json and an MLflow run; monitor.on_drift=fail makes a drifted batch exit with status 2",
-    "search": "print the covers closest to a title (within its predicted or a chosen genre), or a cover's genre and the "
-              "closest titles; reads the cover index. Each call loads both champions first (about 10 s on 2 CPU cores "
-              "with the towers CLIP); for many queries use `bookcovers serve`, which loads them once",
+    "search": "print the covers closest to a title (CLIP on the title and its predicted or chosen genre, fused with the "
+              "title's match against each cover's read text), or for a cover (--cover) what it reads, the book it names when "
+              "the read text matches one with a margin, its genre and the closest titles; each result says what found it. "
+              "--batch FILE.csv -o OUT.csv answers a whole file of title or cover queries with the models loaded once. "
+              "Reads the cover index. Each call loads both champions first (about 10 s on 2 CPU cores with the towers "
+              "CLIP); for many queries use --batch or `bookcovers serve`",
     "zero-shot": "print, for each cover, the probability of each of your labels (\"Romance, Travel, Cookbooks\"), by the "
                  "CLIP that built the cover index, prompting search.label_prompt_template (\"a book cover of {label}\"); "
                  "reads the cover index's CLIP, writes nothing",
@@ -107,7 +110,14 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("title", nargs="?", default="", help="a book title")
     search.add_argument("--genre", default=None, help="search within this genre instead of the predicted one")
     search.add_argument("--cover", type=Path, default=None, help="an image: print its genre and the closest titles")
-    search.add_argument("-k", type=int, default=5, help="how many results (default 5)")
+    search.add_argument("--author", default="", help="the book's author, when known: matched against the covers' read text too")
+    search.add_argument("--batch", type=Path, default=None, metavar="FILE.csv",
+                        help="many queries: a CSV with a title (and optionally author) column, or an image column (paths "
+                             "relative to the CSV); needs -o")
+    search.add_argument("-o", "--output", type=Path, default=None, metavar="OUT.csv",
+                        help="with --batch: one row per query and rank (query_row, rank, score, title, author, image, genre, "
+                             "matched, ...); a query that cannot be searched gets one row with its error")
+    search.add_argument("-k", type=int, default=5, help="how many results (default 5; at most 50)")
     zero_shot = command("zero-shot")
     zero_shot.add_argument("covers", nargs="+", type=Path, metavar="COVER", help="one or more cover images")
     zero_shot.add_argument("--labels", required=True, help='two or more labels, comma-separated, e.g. "Romance, Travel, Cookbooks"')
@@ -201,24 +211,51 @@ def monitor_batches(args: argparse.Namespace) -> None:
 
 
 def search_covers(args: argparse.Namespace) -> None:
+    if args.batch is not None:
+        search_batch_file(args)
+        return
+    if args.cover is not None and not args.cover.is_file():
+        raise UserError(f"{args.cover}: no such file")
     print_search(args, _cover_search(load_settings(args.params)))
+
+
+def search_batch_file(args: argparse.Namespace) -> None:
+    """The queries file and the output are checked before the models load (seconds)."""
+    from tasks.search.batch import check_output, read_batch, search_batch
+
+    if args.output is None:
+        raise UserError("--batch needs -o OUT.csv: where the results go")
+    check_output(args.output)
+    queries = read_batch(args.batch)
+    if not 1 <= args.k <= 50:
+        raise UserError(f"-k must be between 1 and 50, got {args.k}")
+    summary = search_batch(_cover_search(load_settings(args.params)), queries, args.k, args.output)
+    print(f"{summary['queries']} {summary['kind']} queries: {summary['answered']} answered, {summary['refused']} refused "
+          f"(their reasons in the error column) -> {summary['output']}")
 
 
 def print_search(args: argparse.Namespace, search) -> None:  # noqa: ANN001  CoverSearch, imported late
     if args.cover is not None:
-        if not args.cover.is_file():
-            raise UserError(f"{args.cover}: no such file")
         result = search.by_cover(args.cover.read_bytes(), args.k)
-        print("genre (zero-shot): " + ", ".join(f"{genre} {p:.2f}" for genre, p in result.genres))
+        if result.read_text is not None:
+            print(f"read on the cover: {result.read_text!r}" if result.read_text else "read on the cover: no text")
+        if result.identified is not None:
+            book = result.identified
+            print(f"this looks like {book.title} by {book.author or 'an unknown author'} (read-text match {book.text_score:.2f}); "
+                  f"its genre: {book.genre}")
+        guess = " (low confidence: a guess)" if result.low_confidence else ""
+        signals = "zero-shot + read text" if result.read_text else "zero-shot"
+        print(f"genre ({signals}): " + ", ".join(f"{genre} {p:.2f}" for genre, p in result.genres) + guess)
         print("closest titles:")
     else:
-        result = search.by_title(args.title, args.genre, args.k)
+        result = search.by_title(args.title, args.genre, args.k, args.author)
         how = "chosen" if result.genre_probability is None else f"predicted, p = {result.genre_probability:.2f}"
         if result.low_confidence:
             how += ": low confidence, a guess; --genre searches within the genre you choose"
         print(f"genre: {result.genre} ({how})")
     for rank, hit in enumerate(result.hits, start=1):
-        print(f"{rank:3d}. {hit.score:.3f}  {hit.title} — {hit.author or 'unknown author'} [{hit.genre}]  {hit.image_path}")
+        print(f"{rank:3d}. {hit.score:.3f}  {hit.title} — {hit.author or 'unknown author'} [{hit.genre}]  "
+              f"found by {hit.matched} (text {hit.text_score:.2f}, CLIP {hit.clip_score:.2f})  {hit.image_path}")
 
 
 def zero_shot_labels(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ from flows.finetune_clip import finetune_clip_flow
 from flows.generate import generate_flow
 from flows.index_covers import index_covers_flow
 from flows.label_covers import label_covers_flow
+from flows.read_covers import read_covers_flow
 from flows.runner import data_root_exists, run_flow
 from flows.shard_covers import shard_covers_flow
 from flows.train_classifier import train_classifier_flow
@@ -19,14 +20,15 @@ from tasks.platform.summary import SKIPPED, record_run, render_summary, stage_ta
 from tasks.platform.tracking import experiment_id_or_none, tracking_uri
 
 # (DVC stage name, its flow), in pipeline order.
-STAGES = (("generate", generate_flow), ("validate", validate_flow), ("train_classifier", train_classifier_flow),
+STAGES = (("generate", generate_flow), ("validate", validate_flow), ("read_covers", read_covers_flow),
+          ("train_classifier", train_classifier_flow),
           ("label_covers", label_covers_flow), ("shard_covers", shard_covers_flow), ("finetune_clip", finetune_clip_flow),
           ("evaluate", evaluate_flow), ("index_covers", index_covers_flow))
 
 
 @flow(name="book-covers-pipeline")
 def pipeline(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, object]:
-    """Validate -> classify -> label -> shard covers -> fine-tune CLIP -> evaluate -> index covers, each stage a subflow."""
+    """Validate -> read covers -> classify -> label -> shard covers -> fine-tune CLIP -> evaluate -> index covers, each stage a subflow."""
     overrides = list(overrides or [])
     settings = load_settings(params_file, overrides)  # fail on a bad param before any stage runs
     settings.data.source_root()  # ...and on a data.root that does not exist

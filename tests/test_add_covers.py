@@ -123,7 +123,7 @@ def test_new_covers_are_appended_labeled_and_found_by_a_running_search_at_once(i
     hit_titles = {hit.title for hit in search.by_title("Paris by Night", k=before + 4).hits}
     assert {t for t, _, _ in ODD} <= hit_titles and len(search.books) == before + 4
     new_row = np.load(index / "images.npy")[before]
-    assert search._top(search.images, new_row, 1)[0].title == "Paris by Night"
+    assert search._top(search.images, new_row, None, 0.0, 1)[0].title == "Paris by Night"
 
 
 def test_an_approximate_index_grows_its_faiss_files_without_retraining_and_finds_the_new_covers(
@@ -145,7 +145,7 @@ def test_an_approximate_index_grows_its_faiss_files_without_retraining_and_finds
     assert [faiss.read_index(str(index / f"{name}.faiss")).ntotal for name in ("images", "captions")] == [before + 4] * 2
     assert search.refresh() and len(search.books) == before + 4  # what every query does first
     new_row = np.load(index / "images.npy")[before]
-    assert search._top(search.images, new_row, 1)[0].title == "Paris by Night"
+    assert search._top(search.images, new_row, None, 0.0, 1)[0].title == "Paris by Night"
     exact = ExactVectors(np.load(index / "images.npy"))
     for row in np.load(index / "captions.npy"):
         np.testing.assert_array_equal(search.images.top(row, 5)[0], exact.top(row, 5)[0])

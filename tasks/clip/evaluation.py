@@ -23,16 +23,19 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.clip.data import load_images, split_frame, with_splits
 from tasks.clip.gallery import retrieval_gallery
+from tasks.clip.hybrid import BookSignals, book_signals, chosen_weights, hybrid_report
 from tasks.clip.model import SMALL, ClipBundle, embed_images, embed_texts, initial_bundle, load_saved_clip, pick_device
 from tasks.clip.shards import CoverShards, labeled_shards
 from tasks.clip.towers import TOWERS, embed_tower_features
-from tasks.genre.labeling import make_captions
+from tasks.genre.labeling import accepted_genres, load_category_mapping, load_local_classifier, make_captions
 from tasks.inputs.taxonomy import readable_category
 from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.platform.outputs import write_json
 from tasks.platform.registry import DATA_TAG_PREFIX, Promotion, champion_version, data_tags, keep_as_challenger, promote_if_better
 from tasks.platform.settings import ClipSettings, EvaluateSettings, Settings
 from tasks.platform.tracking import client, ensure_tracking_reachable, lineage_tags, tracked_run
+from tasks.reading.fusion import fused
+from tasks.reading.stage import with_read_text
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +150,36 @@ class TestCovers:
         return self.by_size[size]
 
 
+def hybrid_evaluation(settings: Settings, bundle: ClipBundle, splits: pd.DataFrame, shards: CoverShards | None,
+                      test: pd.DataFrame, test_embeds: np.ndarray) -> tuple[dict[str, object], np.ndarray]:
+    """Read text, CLIP and their fusion on the test books, the fusion weights chosen on the validation books; and the
+    fused title-query x test-cover scores (the gallery's hybrid rows)."""
+    cfg, classifier = settings.evaluate, load_local_classifier(settings.paths.classifier_dir)
+    mapping = load_category_mapping(settings.labeling.category_mapping)
+
+    def signals(books: pd.DataFrame, image_embeds: np.ndarray) -> BookSignals:
+        captions = embed_texts(bundle, books["caption"].tolist(), cfg.batch_size)
+        return book_signals(bundle, classifier, books, image_embeds, captions, settings.labeling.caption_template,
+                            cfg.zero_shot_template, accepted_genres(books, mapping).tolist())
+
+    validation = with_read_text(split_frame(splits, "val"), settings.paths.cover_text)
+    weights = chosen_weights(signals(validation, TestCovers(validation, shards).embeddings(bundle, cfg.batch_size)),
+                             settings.hybrid, cfg.recall_k)
+    tested = signals(test, test_embeds)
+    report = hybrid_report(tested, weights, settings.hybrid, cfg.recall_k)
+    scores = fused(tested.clip["title_to_cover"], tested.text["title_to_cover"], float(weights["title_to_cover"]))
+    return {"weights": weights, "chosen_on": f"{len(validation)} validation books", "test_books": len(test), **report}, scores
+
+
+def hybrid_metrics(hybrid: dict[str, object]) -> dict[str, float]:
+    """The hybrid figures as flat MLflow metric names (hybrid_title_to_cover_R_at_10, ...)."""
+    flat = {f"{name}_{key.replace('@', '_at_')}": float(value) for name in ("read_text", "hybrid")
+            for key, value in dict(hybrid[name]).items()}
+    flat.update({f"genre_from_cover_{key}": float(v) for key, v in dict(hybrid["genre_from_cover"]).items()})
+    flat.update({f"identification_{key}": float(v) for key, v in dict(hybrid["identification"]).items()})
+    return {key: value for key, value in flat.items() if np.isfinite(value)}
+
+
 def base_description(cfg: ClipSettings) -> str:
     """What 'base' is, in words, beside its figures."""
     if cfg.model == TOWERS:
@@ -208,10 +241,11 @@ def _decide(settings: Settings, mlflow_client: MlflowClient, version: str, tuned
 @task(name="evaluate-clip", cache_policy=NO_CACHE)
 def evaluate(settings: Settings) -> dict[str, object]:
     cfg, paths, registry = settings.evaluate, settings.paths, settings.mlflow
-    require_inputs("evaluate", paths.labeled_covers, paths.clip_dir, paths.metrics_dir / "clip_train.json")
+    require_inputs("evaluate", paths.labeled_covers, paths.clip_dir, paths.metrics_dir / "clip_train.json", paths.cover_text)
     ensure_tracking_reachable()
     labeled = pd.read_parquet(paths.labeled_covers).assign(shard_row=lambda frame: np.arange(len(frame)))
-    books = split_frame(with_splits(labeled, settings.clip.val_fraction, settings.clip.test_fraction), "test")
+    splits = with_splits(labeled, settings.clip.val_fraction, settings.clip.test_fraction)
+    books = split_frame(splits, "test")
     trained = json.loads((paths.metrics_dir / "clip_train.json").read_text(encoding="utf-8"))
     device = pick_device(settings.clip.device)
     finetuned = load_saved_clip(paths.clip_dir, settings.clip.device)
@@ -220,10 +254,12 @@ def evaluate(settings: Settings) -> dict[str, object]:
     base_metrics, base_embeds = score_model(base, covers, books, cfg)
     tuned_metrics, tuned_embeds = score_model(finetuned, covers, books, cfg)
     table = title_similarity_table({"base": base, "finetuned": finetuned}, {"base": base_embeds, "finetuned": tuned_embeds}, books, cfg.sample_covers)
+    hybrid, hybrid_scores = hybrid_evaluation(settings, finetuned, splits, covers.shards, with_read_text(books, paths.cover_text),
+                                              tuned_embeds)
     gallery = retrieval_gallery(paths.plots_dir / "clip_retrieval_gallery.png", books, {
         "base": (base, base_embeds, covers.at(base.image_size)),
         "fine-tuned": (finetuned, tuned_embeds, covers.at(finetuned.image_size)),
-    })
+    }, scored={"hybrid (title alone)": (hybrid_scores, covers.at(finetuned.image_size))})
     if cfg.select_metric not in tuned_metrics:
         raise DataQualityError(f"evaluate.select_metric={cfg.select_metric!r} is not one of {sorted(tuned_metrics)}")
     mlflow_client = client()
@@ -233,7 +269,7 @@ def evaluate(settings: Settings) -> dict[str, object]:
     report = {"test_books": len(books), "select_metric": cfg.select_metric, "base_model": base_description(settings.clip),
               "chance": chance_levels(len(books), cfg.recall_k), "base": base_metrics, "finetuned": tuned_metrics,
               "queries": {name: {model: queries[model][name] for model in queries} for name in cfg.query_templates},
-              "registry": promotion.as_dict()}
+              "hybrid": hybrid, "registry": promotion.as_dict()}
     _write_outputs(settings, report, table)
     tags = lineage_tags({"labeled_covers": paths.labeled_covers}, settings.data.source_label())
     with tracked_run(registry.experiment, "evaluate-clip", tags) as run_id:
@@ -243,6 +279,8 @@ def evaluate(settings: Settings) -> dict[str, object]:
             for style, style_metrics in queries[model_name].items():
                 for key, value in style_metrics.items():
                     mlflow_client.log_metric(run_id, f"{model_name}_{style}_query_{key.replace('@', '_at_')}", value)
+        for key, value in hybrid_metrics(hybrid).items():
+            mlflow_client.log_metric(run_id, key, value)
         mlflow_client.log_artifact(run_id, str(paths.metrics_dir / "clip.json"))
         mlflow_client.log_artifact(run_id, str(paths.plots_dir / "clip_title_similarity.csv"))
         mlflow_client.log_artifact(run_id, str(gallery))

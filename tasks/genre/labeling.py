@@ -14,8 +14,10 @@ from collections import Counter
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import yaml
+from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -30,9 +32,14 @@ from tasks.platform.tracking import client, ensure_tracking_reachable, log_stage
 log = logging.getLogger(__name__)
 
 
+def work_keys(books: pd.DataFrame) -> pd.Series:
+    """A book's identity across ISBNs, editions and batches: its normalised title and author."""
+    return normalized_text(books["title"]) + "\x1f" + normalized_text(books["author"].fillna(""))
+
+
 def covers_by_book(covers: pd.DataFrame) -> pd.DataFrame:
     """One row per book (normalised title + author): its first ISBN and image, all its categories joined by '|'."""
-    covers = covers.assign(work=normalized_text(covers["title"]) + "\x1f" + normalized_text(covers["author"]))
+    covers = covers.assign(work=work_keys(covers))
     shelves: dict[str, set[str]] = {}  # a dict, not a groupby: one Python aggregation per book costs 20x more
     for work, category in zip(covers["work"].tolist(), covers["category"].fillna("").tolist()):
         shelves.setdefault(work, set()).add(category)
@@ -78,13 +85,34 @@ def load_category_mapping(path: Path) -> dict[str, frozenset[str]]:
     return {str(category): frozenset(genres) for category, genres in raw.items()}
 
 
+def accepted_genres(books: pd.DataFrame, mapping: dict[str, frozenset[str]]) -> pd.Series:
+    """Per book, the Amazon genres its own categories map to (empty: none of its categories is mapped)."""
+    categories = books["categories"].fillna("").str.split("|")
+    return categories.map(lambda cats: frozenset().union(*(mapping.get(c, frozenset()) for c in cats)))
+
+
+def title_query_caption(template: str, title: str, genre: str, probability: float | None = None, author: str = "") -> str:
+    """The caption a typed title is searched with: the captions' own template, the author when given, the genre
+    predicted from the title (or chosen). The search and its evaluation build it with this one function."""
+    return template.format(title=title, author=author or "unknown author", genre=genre, category="",
+                           probability=1.0 if probability is None else probability)
+
+
+def genre_distribution(model: mlflow.pyfunc.PyFuncModel, frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Every genre's probability for each row (the registered model's own answer keeps only the best genre)."""
+    from tasks.genre.pyfunc import classifier_frame
+
+    pipeline = model.unwrap_python_model().pipeline
+    return [str(c) for c in pipeline.classes_], np.asarray(pipeline.predict_proba(classifier_frame(frame)), np.float32)
+
+
 def category_agreement(books: pd.DataFrame, mapping: dict[str, frozenset[str]]) -> dict[str, object]:
     """How often the predicted genre is one the cover's own categories map to, over mapped books.
 
     A book shelved under several categories agrees when any of them maps to its genre.
     """
     categories = books["categories"].fillna("").str.split("|")
-    mapped = categories.map(lambda cats: frozenset().union(*(mapping.get(c, frozenset()) for c in cats)))
+    mapped = accepted_genres(books, mapping)
     has_mapping = mapped.map(bool)
     agrees = pd.Series([genre in genres for genre, genres in zip(books["genre"], mapped)], index=books.index)
     per_category = {}
@@ -99,6 +127,15 @@ def category_agreement(books: pd.DataFrame, mapping: dict[str, frozenset[str]]) 
         "unmapped_categories": dict(unmapped.most_common()),
         "per_category": per_category,
     }
+
+
+def load_local_classifier(classifier_dir: Path) -> mlflow.pyfunc.PyFuncModel:
+    """The champion classifier as the train_classifier stage saved it beside the project (no registry round trip)."""
+    try:
+        return mlflow.pyfunc.load_model(str(Path(classifier_dir) / "model"))
+    except (MlflowException, OSError) as error:
+        raise ModelLoadError(f"{classifier_dir}: the champion classifier cannot be loaded ({error}); "
+                             "run the train_classifier stage first") from error
 
 
 def load_champion_classifier(settings: Settings) -> tuple[mlflow.pyfunc.PyFuncModel, str, str | None]:

@@ -124,7 +124,7 @@ def index_parts(index: Path) -> tuple[dict[str, object], pd.DataFrame, np.ndarra
 
 def cover_side(books: pd.DataFrame, images: np.ndarray, rows: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     picked = books.iloc[rows]
-    listing = picked[["title", "author", "genre"]].assign(
+    listing = picked[[c for c in ("title", "author", "genre", "read_text") if c in picked]].assign(
         probability=picked["genre_probability"].to_numpy() if "genre_probability" in picked else np.nan)
     return image_features(picked["image_path"].tolist()), np.asarray(images[rows]), listing.reset_index(drop=True)
 

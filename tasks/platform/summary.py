@@ -77,6 +77,28 @@ def _clip(metrics: dict) -> list[str]:
     return lines
 
 
+def _reading(metrics: dict) -> list[str]:
+    return [f"  {metrics['covers']} covers read ({metrics['covers_per_second']:.1f} covers/s, {metrics['engine']}): "
+            f"{metrics['with_text']} with text, {metrics['no_text']} without, {metrics['failed']} failed; {metrics['reader']}"]
+
+
+def _hybrid(hybrid: dict) -> list[str]:
+    """Read text, CLIP and their fusion on the test books, with the queries a user types (a title alone, a cover alone)."""
+    weights = hybrid["weights"]
+    lines = [f"  queries as typed: a title alone, a cover alone ({hybrid['test_books']} test books; fusion weights "
+             f"{weights['title_to_cover']:g} / {weights['cover_to_title']:g} on the read text, chosen on {hybrid['chosen_on']})"]
+    for direction in ("title_to_cover", "cover_to_title"):
+        keys = sorted((k for k in hybrid["hybrid"] if k.startswith(direction)), key=lambda k: int(k.split("@")[1]))
+        figures = ", ".join(f"{name} " + "/".join(f"{hybrid[name][k]:.3f}" for k in keys) for name in ("clip", "read_text", "hybrid"))
+        lines.append(f"  {direction.replace('_', ' ')} R@{'/'.join(k.split('@')[1] for k in keys)}: {figures}")
+    genre, named = hybrid["genre_from_cover"], hybrid["identification"]
+    lines.append(f"  genre from a cover alone agrees with its mapped category on {genre['fused']:.3f} of "
+                 f"{genre['books_with_mapped_category']} books (classifier on read text {genre['classifier_on_read_text']:.3f}, "
+                 f"zero-shot {genre['zero_shot']:.3f}; weight {weights['genre']:g})")
+    lines.append(f"  identified from the read text: {named['coverage']:.3f} of covers, {named['precision']:.3f} of them correctly")
+    return lines
+
+
 def _registry(settings: Settings, classifier: dict, clip: dict, champions: dict[str, str | None] | None) -> list[str]:
     """Each model's last verdict as the run recorded it, and its champion as the registry holds it now
     (`champions`; None where the registry could not be read, then the run's record, said as such)."""
@@ -132,12 +154,14 @@ def render_summary(settings: Settings, champions: dict[str, str | None] | None =
     """The summary from metrics/; the champions from the registry (read here unless given)."""
     folder = settings.paths.metrics_dir
     validation, classifier = _read(folder / "validation.json"), _read(folder / "classifier.json")
-    labeling, clip = _read(folder / "labeling.json"), _read(folder / "clip.json")
+    labeling, clip, reading = _read(folder / "labeling.json"), _read(folder / "clip.json"), _read(folder / "reading.json")
     sections = [("Data", _data(validation, _read(settings.paths.run_record))),
                 ("Rows", _rows(validation) if validation else []),
                 ("Classifier", _classifier(classifier) if classifier else []),
                 ("Labeling", _labeling(labeling) if labeling else []),
+                ("Reading", _reading(reading) if reading else []),
                 ("CLIP recall@k", _clip(clip) if clip else []),
+                ("Hybrid search (CLIP + read text)", _hybrid(clip["hybrid"]) if clip.get("hybrid") else []),
                 ("MLflow registry", _registry(settings, classifier, clip,
                                               champions if champions is not None else registry_champions(settings)))]
     return "\n".join(f"{title}:\n" + "\n".join(lines) for title, lines in sections if lines)
@@ -158,8 +182,12 @@ STAGE_FIGURES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "finetune-clip": [("processes", ("processes",)), ("best epoch", ("best_epoch",)), ("best val loss", ("best_val_loss",)),
                       ("version", ("registered_version",)), ("resumed from step", ("resumed_from_step",))],
     "evaluate-clip": [("mean recall base", ("base", "mean_recall")), ("mean recall fine-tuned", ("finetuned", "mean_recall")),
+                      ("hybrid title->cover R@10", ("hybrid", "hybrid", "title_to_cover_R@10")),
                       ("promoted", ("registry", "promoted")), ("champion", ("registry", "champion_version"))],
-    "index-covers": [("covers indexed", ("covers",)), ("CLIP version", ("version",))],
+    "read-covers": [("covers read", ("covers",)), ("with text", ("with_text",)), ("failed", ("failed",)),
+                    ("covers/s", ("covers_per_second",))],
+    "index-covers": [("covers indexed", ("covers",)), ("CLIP version", ("version",)),
+                     ("with read text", ("covers_with_read_text",))],
 }
 
 

@@ -34,9 +34,11 @@ from tasks.inputs.validation import validate_covers
 from tasks.platform.errors import InputFileError, require_inputs
 from tasks.platform.outputs import staged_folder, write_json
 from tasks.platform.reliability import pipeline_lock
-from tasks.platform.sections import VectorIndexSettings
+from tasks.platform.engine import IN_PROCESS
+from tasks.platform.sections import ReadingSettings, VectorIndexSettings
 from tasks.platform.settings import Settings
 from tasks.platform.tracking import log_stage_run
+from tasks.reading.stage import read_images
 from tasks.search.index import (
     BOOK_COLUMNS,
     CoverEmbedder,
@@ -66,6 +68,7 @@ class AddedBatch:
     books_new: int = 0
     books_already_indexed: int = 0
     covers_indexed: int = 0
+    covers_with_read_text: int = 0
     index_covers: int = 0
     classifier_version: str | None = None
     clip_version: str | None = None
@@ -139,11 +142,16 @@ def additions_markdown(summary: dict[str, object]) -> str:
         added = f"already in the index as batch {summary['batch']}: nothing added"
     else:
         added = (f"**{summary['covers_indexed']} covers added** to the index (now {summary['index_covers']}), "
-                 f"{summary['books_already_indexed']} books already indexed")
+                 f"{summary['covers_with_read_text']} of them with read text, {summary['books_already_indexed']} books already indexed")
     reasons = ", ".join(f"{reason} ({count})" for reason, count in dict(summary["by_reason"]).items()) or "none"
     return (f"# {summary['covers_file']}\n\n{summary['rows_in']} rows in, {summary['rows_kept']} kept, "
             f"{summary['rows_quarantined']} quarantined (reasons: {reasons}; rows in {summary['quarantine']}).\n\n{added}; "
             f"labeled by classifier v{summary['classifier_version']}, embedded by CLIP v{summary['clip_version']}.\n")
+
+
+def read_in_process(paths: list[str], options: ReadingSettings | None) -> list[str]:
+    """The covers' read text, read here (no cluster): for library callers without settings."""
+    return read_images(paths, options or ReadingSettings(), IN_PROCESS)["text"].fillna("").tolist()
 
 
 def link_tree(source: Path, target: Path) -> None:
@@ -170,9 +178,12 @@ def add_covers(settings: Settings, folder: Path) -> dict[str, object]:
         model, _, version = load_champion_classifier(settings)
         return model, version
 
+    def reader(paths: list[str], options: ReadingSettings | None) -> list[str]:
+        return read_images(paths, options or settings.reading, settings.engine, settings.runtime)["text"].fillna("").tolist()
+
     with pipeline_lock(settings.runtime.lock_file, settings.runtime.lock_wait_seconds):  # the index is the pipeline's output
         add_to_index(index, settings.add_covers.batches_dir, csv, outcome, record, champion, settings.vector_index,
-                     partial(cover_embedder, settings=settings))
+                     partial(cover_embedder, settings=settings), reader)
     record.seconds = round(time.perf_counter() - started, 2)
     if record.folder:  # the batch's record, first written before its covers were embedded, now says what was indexed
         write_json(Path(record.folder) / "batch.json", asdict(record))
@@ -189,10 +200,12 @@ def add_covers(settings: Settings, folder: Path) -> dict[str, object]:
 
 def add_to_index(index: Path, batches_dir: Path, csv: Path, outcome: TableOutcome, record: AddedBatch,
                  classifier: Callable[[], tuple[GenrePredictor, str | None]], vector_settings: VectorIndexSettings,
-                 embedder: Callable[[Path], CoverEmbedder] = in_process_embedder) -> None:
-    """Label the batch's new books, keep the batch, append its covers to the index; fills `record` in.
+                 embedder: Callable[[Path], CoverEmbedder] = in_process_embedder,
+                 reader: Callable[[list[str], ReadingSettings | None], list[str]] = read_in_process) -> None:
+    """Label the batch's new books, read their covers, keep the batch, append its covers to the index; fills `record` in.
 
-    `classifier` loads the labeling model only when there is something new to label.
+    `classifier` loads the labeling model only when there is something new to label; `reader` reads the new
+    covers' text with the options the index was read with (None: the defaults).
     """
     indexed, info = read_index_books(index)
     template = str(info["caption_template"])
@@ -211,12 +224,17 @@ def add_to_index(index: Path, batches_dir: Path, csv: Path, outcome: TableOutcom
         return
     folder = batch_folder(batches_dir, record.batch)
     record.batch, record.folder = folder.name, str(folder)
-    write_batch(folder, books.loc[~known], outcome, record)
+    new = books.loc[~known].reset_index(drop=True)
+    options = info.get("reading")  # the index's covers and the added ones are read alike
+    new["read_text"] = reader(new["image_path"].astype(str).tolist(), ReadingSettings(**options) if isinstance(options, dict) else None)
+    record.covers_with_read_text = int((new["read_text"] != "").sum())
+    write_batch(folder, new, outcome, record)
     encoder = embedder(index / "clip")
     with staged_folder(index) as staging, IndexRows(staging, encoder.dim) as rows:
         link_tree(index / "clip", staging / "clip")
         rows.append_index(index, vector_settings.chunk_rows)
         append_batch(rows, encoder, pd.read_parquet(folder / "books.parquet"), folder.name, template)
-        save_index(rows, {k: info.get(k) for k in ("model", "version", "uri", "alias")}, template, vector_settings, previous=index)
+        kept = {**{k: info.get(k) for k in ("model", "version", "uri", "alias")}, **{k: info[k] for k in ("fusion", "reading") if k in info}}
+        save_index(rows, kept, template, vector_settings, previous=index)
     record.covers_indexed = int(rows.batches[-1]["covers"])
     record.index_covers = rows.covers

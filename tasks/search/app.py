@@ -1,5 +1,6 @@
 """The cover search page: type a title, see its predicted genre and its covers; upload a cover,
-see its genre by zero-shot prompts and the closest titles. FastAPI, one HTML page, JSON behind it.
+see what it reads, the book it names ("this looks like ..."), its genre and the closest titles,
+each result with why it was found (read text, CLIP, both). FastAPI, one HTML page, JSON behind it.
 
 Covers are served by index row, never by a path the browser sends, so the page cannot be used to
 read other files. Bad input (empty, huge, not an image) gets a 400 with a sentence the page shows.
@@ -25,7 +26,8 @@ PAGE = """<!doctype html>
  #results { display: flex; flex-wrap: wrap; gap: 1rem; } figure { width: 10rem; margin: 0; }
  figure img { width: 10rem; height: 14rem; object-fit: cover; border: 1px solid #ccc; }
  figcaption { font-size: .8rem; } .error { color: #b00; } #genre { font-weight: bold; } .guess { color: #a60; }
- #uploaded img { border: 3px solid #36c; }
+ #uploaded img { border: 3px solid #36c; } #identified { font-size: 1.2rem; font-weight: bold; color: #063; }
+ .read { color: #555; font-style: italic; }
 </style></head>
 <body>
 <h1>Book cover search</h1>
@@ -39,6 +41,8 @@ PAGE = """<!doctype html>
   <input type="text" id="labels" placeholder="or your own labels: Romance, Travel, Cookbooks" style="width:20rem">
   <button type="submit" id="classify">What genre is this cover?</button></form>
 <p id="message" class="error"></p>
+<p id="identified"></p>
+<p id="read" class="read"></p>
 <p id="genre"></p>
 <div id="results"></div>
 <script>
@@ -58,7 +62,7 @@ function show(hits, withImages, uploaded) {
     const figure = document.createElement("figure");
     if (withImages) { const img = document.createElement("img"); img.src = "/cover/" + hit.row; img.alt = hit.title; img.className = "cover"; figure.appendChild(img); }
     const caption = document.createElement("figcaption");
-    caption.textContent = hit.title + " — " + hit.author + " (" + hit.genre + ", " + hit.score.toFixed(3) + ")";
+    caption.textContent = hit.title + " — " + hit.author + " (" + hit.genre + ", " + hit.score.toFixed(3) + "; found by " + hit.matched + ")";
     figure.appendChild(caption); $("results").appendChild(figure);
   });
 }
@@ -75,6 +79,7 @@ $("by-title").addEventListener("submit", async (event) => {
   $("genre").textContent = "Genre: " + body.genre + (body.genre_probability === null ? " (chosen)" : " (predicted, p = " + body.genre_probability.toFixed(2) + ")")
     + (body.low_confidence ? " — low confidence: a guess; choose a genre to search within it" : "");
   $("genre").className = body.low_confidence ? "guess" : "";
+  $("identified").textContent = ""; $("read").textContent = "";
   show(body.hits, true);
 });
 $("by-cover").addEventListener("submit", async (event) => {
@@ -84,9 +89,14 @@ $("by-cover").addEventListener("submit", async (event) => {
   const query = new URLSearchParams({k: $("k").value, labels: $("labels").value});
   const body = await answer(await fetch("/api/cover?" + query, {method: "POST", body: file}));
   if (!body) return;
-  $("genre").textContent = (body.own_labels ? "Your labels: " : "Genre: ") + body.genres.map(([g, p]) => g + " " + p.toFixed(2)).join(", ");
-  $("genre").className = "";
-  show(body.hits, false, file);
+  $("genre").textContent = (body.own_labels ? "Your labels: " : "Genre: ") + body.genres.map(([g, p]) => g + " " + p.toFixed(2)).join(", ")
+    + (body.low_confidence && !body.own_labels ? " — low confidence: a guess" : "");
+  $("genre").className = body.low_confidence && !body.own_labels ? "guess" : "";
+  const named = body.identified;
+  $("identified").textContent = named ? "This looks like " + named.title + " by " + (named.author || "an unknown author")
+    + " (its genre: " + named.genre + ")" : "";
+  $("read").textContent = body.read_text === null ? "" : body.read_text ? "Read on the cover: " + body.read_text : "No text could be read on the cover.";
+  show(body.hits, true, file);
 });
 </script>
 </body></html>
@@ -129,7 +139,8 @@ def create_app(search: CoverSearch, labels: ZeroShotLabels | None = None) -> Fas
         own = parse_labels(labels) if labels.strip() else None
         result = search.by_cover(data, k)
         genres = labels_scorer.score_embedding(result.embedding, own) if own else result.genres
-        return {"genres": genres, "own_labels": own is not None, "hits": _hits(result.hits)}
+        return {"genres": genres, "own_labels": own is not None, "hits": _hits(result.hits), "read_text": result.read_text,
+                "identified": asdict(result.identified) if result.identified else None, "low_confidence": result.low_confidence}
 
     @app.get("/cover/{row}")
     def cover(row: int) -> FileResponse:

@@ -33,8 +33,7 @@ from tasks.clip.data import load_images
 from tasks.clip.model import ClipBundle, embed_images, embed_texts, load_saved_clip
 from tasks.clip.shards import labeled_shards
 from tasks.clip.towers import embed_tower_features
-from tasks.genre.labeling import make_captions
-from tasks.inputs.readers import normalized_text
+from tasks.genre.labeling import make_captions, work_keys
 from tasks.platform.engine import IN_PROCESS, chunk_bounds, iter_chunks, uses_cluster
 from tasks.platform.errors import DataQualityError, ModelLoadError, require_inputs
 from tasks.platform.outputs import staged_folder, write_json
@@ -42,11 +41,13 @@ from tasks.platform.registry import champion_version
 from tasks.platform.sections import EngineSettings, VectorIndexSettings
 from tasks.platform.settings import MlflowSettings, RuntimeSettings, Settings
 from tasks.platform.tracking import client, ensure_tracking_reachable
+from tasks.reading.stage import with_read_text
+from tasks.search.text_index import index_fusion, write_text_counts
 from tasks.search.vectors import VectorFile, VectorWriter, write_approximate
 
 log = logging.getLogger(__name__)
 
-BOOK_COLUMNS = ["book_id", "title", "author", "genre", "genre_probability", "category", "image_path"]
+BOOK_COLUMNS = ["book_id", "title", "author", "genre", "genre_probability", "category", "image_path", "read_text"]
 
 
 def index_model(mlflow_client: MlflowClient, registry: MlflowSettings) -> dict[str, str | None]:
@@ -174,7 +175,7 @@ class CoverEmbedder:
 def build_index(settings: Settings) -> dict[str, object]:
     """Embed every labeled cover, then every added batch's (tasks/search/additions.py), with the champion CLIP."""
     paths = settings.paths
-    require_inputs("index_covers", paths.labeled_covers)
+    require_inputs("index_covers", paths.labeled_covers, paths.cover_text)
     ensure_tracking_reachable()
     books = pd.read_parquet(paths.labeled_covers)
     settings.add_covers.batches_dir.mkdir(parents=True, exist_ok=True)  # a DVC dependency of this stage, empty until an add
@@ -250,15 +251,12 @@ class IndexRows:
         self.batches.extend(info.get("batches", []))
 
 
-def work_keys(books: pd.DataFrame) -> pd.Series:
-    """A book's identity across batches: its normalised title and author (as the labeling stage groups covers)."""
-    return normalized_text(books["title"]) + "\x1f" + normalized_text(books["author"].fillna(""))
-
-
 def append_batch(rows: IndexRows, embedder: CoverEmbedder, batch: pd.DataFrame, batch_id: str, template: str) -> None:
     """A batch's books that are not in `rows` yet, embedded and appended; the same code for a full rebuild and an add."""
     new = batch.loc[~work_keys(batch).isin(rows.keys())].reset_index(drop=True)
     new = new.assign(caption=make_captions(new, template))
+    if "read_text" not in new:  # a batch added before covers were read: searched by CLIP alone
+        new["read_text"] = ""
     covers = rows.append_embedded(new, embedder.embed_chunks(new, new["caption"].tolist()))
     rows.batches.append({"id": batch_id, "covers": covers})
 
@@ -273,9 +271,11 @@ def save_index(rows: IndexRows, model: dict[str, str | None], template: str, vec
     folder = rows.folder
     books = rows.books
     books.to_parquet(folder / "books.parquet", index=False)
+    write_text_counts(folder, books, previous)
     approximate = write_approximate(folder, len(books), vector_settings, previous)
     summary = {**model, "covers": len(books), "left_out": rows.left_out, "dim": rows.images.dim,
-               "caption_template": template, "batches": rows.batches, "approximate": approximate}
+               "caption_template": template, "batches": rows.batches, "approximate": approximate,
+               "covers_with_read_text": int((books["read_text"].fillna("") != "").sum()) if "read_text" in books else 0}
     write_json(folder / "index.json", summary)
     return summary
 
@@ -287,12 +287,18 @@ def _write_index(settings: Settings, books: pd.DataFrame, folder: Path) -> dict[
     captions = make_captions(books, template).tolist()
     chunks = (embedded_from_shards(embedder.bundle, settings.paths.cover_shards, books, captions, settings.vector_index.chunk_rows)
               or embedder.embed_chunks(books, captions))
+    books = with_read_text(books, settings.paths.cover_text)
     with IndexRows(folder, embedder.dim) as rows:
         if not rows.append_embedded(books[[c for c in BOOK_COLUMNS if c in books]], chunks):
             raise DataQualityError(f"{settings.paths.labeled_covers}: no cover decodes any more; rerun the validate stage")
+        labeled_rows = rows.covers
         for batch_id, batch in added_batches(settings.add_covers.batches_dir):
             append_batch(rows, embedder, batch, batch_id, template)
-        return save_index(rows, model, template, settings.vector_index)
+        summary = save_index(rows, model, template, settings.vector_index)
+    summary["fusion"] = index_fusion(settings, folder, embedder.bundle, rows.books, labeled_rows)
+    summary["reading"] = settings.reading.model_dump()
+    write_json(folder / "index.json", summary)
+    return summary
 
 
 def cover_embedder(clip_folder: Path, settings: Settings) -> CoverEmbedder:

@@ -31,6 +31,8 @@ VECTORS = ("images", "captions")  # a title query searches the images, a cover q
 
 
 class NearestRows(Protocol):
+    matrix: np.ndarray  # every row's vector (memory-mapped): the exact scores of any rows
+
     def top(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, scores) of the k best rows by inner product, best first."""
         ...
