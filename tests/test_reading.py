@@ -170,3 +170,16 @@ def test_evaluation_chooses_the_fusion_weights_on_the_validation_books_only(monk
     assert seen["chosen_on"] and {split_of[b] for b in seen["chosen_on"]} == {"val"}
     assert {split_of[b] for b in seen["reported_on"]} == {"test"} and report["test_books"] == len(test)
     assert scores.shape == (len(test), len(test))
+
+
+def test_one_image_shelved_in_several_folders_is_read_once(printed_covers: list[Path], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "Other Category" / "0.jpg"
+    copy.parent.mkdir()
+    copy.write_bytes(printed_covers[0].read_bytes())
+    reads: list[Path] = []
+    original = CoverReader.read
+    monkeypatch.setattr(CoverReader, "read", lambda self, source: reads.append(source) or original(self, source))
+    frame = read_images([str(printed_covers[0]), str(printed_covers[1]), str(copy)], ReadingSettings(), IN_PROCESS)
+    assert len(reads) == 2 and frame["image_path"].tolist()[2] == str(copy)
+    assert frame["text"][2] == frame["text"][0] != ""

@@ -78,8 +78,9 @@ def _clip(metrics: dict) -> list[str]:
 
 
 def _reading(metrics: dict) -> list[str]:
-    return [f"  {metrics['covers']} covers read ({metrics['covers_per_second']:.1f} covers/s, {metrics['engine']}): "
-            f"{metrics['with_text']} with text, {metrics['no_text']} without, {metrics['failed']} failed; {metrics['reader']}"]
+    return [f"  {metrics['covers']} covers read, {metrics['distinct_images']} distinct images ({metrics['images_per_second']:.1f} "
+            f"images/s, {metrics['engine']}): {metrics['with_text']} with text, {metrics['no_text']} without, "
+            f"{metrics['failed']} failed; {metrics['reader']}"]
 
 
 def _hybrid(hybrid: dict) -> list[str]:
@@ -184,8 +185,8 @@ STAGE_FIGURES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
     "evaluate-clip": [("mean recall base", ("base", "mean_recall")), ("mean recall fine-tuned", ("finetuned", "mean_recall")),
                       ("hybrid title->cover R@10", ("hybrid", "hybrid", "title_to_cover_R@10")),
                       ("promoted", ("registry", "promoted")), ("champion", ("registry", "champion_version"))],
-    "read-covers": [("covers read", ("covers",)), ("with text", ("with_text",)), ("failed", ("failed",)),
-                    ("covers/s", ("covers_per_second",))],
+    "read-covers": [("covers", ("covers",)), ("distinct images read", ("distinct_images",)), ("with text", ("with_text",)),
+                    ("failed", ("failed",)), ("images/s", ("images_per_second",))],
     "index-covers": [("covers indexed", ("covers",)), ("CLIP version", ("version",)),
                      ("with read text", ("covers_with_read_text",))],
 }
