@@ -86,7 +86,7 @@ class ReadingSettings(Section):
     no better than these at a fraction of the time.
     """
 
-    detector_side: int = Field(320, ge=32, le=4096)    # the detector's input is scaled so this side ...
+    detector_side: int = Field(288, ge=32, le=4096)    # the detector's input is scaled so this side ...
     detector_side_rule: Literal["min", "max"] = "min"  # ... is the short side (min: thumbnails scaled up) or the long one
     max_lines: int = Field(3, ge=0)                    # only the tallest lines are recognised (0: all); titles are big
     recognizer_batch: int = Field(1, ge=1)             # lines per recogniser run: batches pad every line to the widest

@@ -85,8 +85,7 @@ def reading_metrics(frame: pd.DataFrame, seconds: float, options: ReadingSetting
             "failed": int(failed.sum()), "no_text_share": round(float(empty.mean()), 4) if len(frame) else 0.0,
             "mean_lines": round(float(frame["lines"].map(len).mean()), 2) if len(frame) else 0.0,
             "mean_chars": round(float(frame["text"].str.len().mean()), 1) if len(frame) else 0.0,
-            "seconds": round(seconds, 1), "covers_per_second": round(len(frame) / max(seconds, 1e-9), 1),
-            "reader": f"{READER_PACKAGE} {reader_version()} (PP-OCRv4)", "options": options.model_dump(), "engine": where}
+            "seconds": round(seconds, 1), "reader": f"{READER_PACKAGE} {reader_version()} (PP-OCRv4)", "options": options.model_dump(), "engine": where}
 
 
 @task(name="read-covers", cache_policy=NO_CACHE)

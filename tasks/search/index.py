@@ -47,7 +47,7 @@ from tasks.search.vectors import VectorFile, VectorWriter, write_approximate
 
 log = logging.getLogger(__name__)
 
-BOOK_COLUMNS = ["book_id", "title", "author", "genre", "genre_probability", "category", "image_path", "read_text"]
+BOOK_COLUMNS = ["book_id", "title", "author", "genre", "genre_probability", "category", "categories", "image_path", "read_text"]
 
 
 def index_model(mlflow_client: MlflowClient, registry: MlflowSettings) -> dict[str, str | None]:
@@ -255,8 +255,9 @@ def append_batch(rows: IndexRows, embedder: CoverEmbedder, batch: pd.DataFrame, 
     """A batch's books that are not in `rows` yet, embedded and appended; the same code for a full rebuild and an add."""
     new = batch.loc[~work_keys(batch).isin(rows.keys())].reset_index(drop=True)
     new = new.assign(caption=make_captions(new, template))
-    if "read_text" not in new:  # a batch added before covers were read: searched by CLIP alone
-        new["read_text"] = ""
+    for column in ("read_text", "categories"):  # a batch added before covers were read: searched by CLIP alone
+        if column not in new:
+            new[column] = ""
     covers = rows.append_embedded(new, embedder.embed_chunks(new, new["caption"].tolist()))
     rows.batches.append({"id": batch_id, "covers": covers})
 
