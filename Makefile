@@ -22,7 +22,7 @@ SCALE_LISTING_ROWS ?= 200000
 SEARCH_SIZES ?= 100000,1000000,10000000
 HYBRID_SIZES ?= 100000,1000000
 
-.PHONY: setup init run repro test test-fast summary plots plots-template experiments lock clean clean-outputs bench-classifier bench-labeling bench-classify bench-search bench-clip bench-scale bench-reading bench-hybrid search-page browser ui ui-stop
+.PHONY: setup init run repro test test-fast summary plots plots-template experiments lock clean clean-outputs bench-classifier bench-labeling bench-classify bench-search bench-clip bench-scale bench-reading bench-identify bench-hybrid search-page browser ui ui-stop
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is required, found {sys.version.split()[0]}; set PYTHON=python3.11"'
@@ -90,6 +90,9 @@ bench-clip: setup ## CLIP fine-tuning pairs/s, speed-up over the naive recipe, M
 
 bench-reading: setup ## the cover reader per setting on 400 real covers: seconds a cover, covers/s, title<->cover recall of the read text (needs ../shared/data)
 	$(PY) -m benchmarks.reading
+
+bench-identify: setup ## coverage and precision of "this looks like <title>" per threshold pair, on the validation covers against the whole index (after make run)
+	$(PY) -m benchmarks.identify
 
 bench-hybrid: setup ## a hybrid (CLIP + read text) title query's p50/p95 at HYBRID_SIZES covers of generated read text
 	$(PY) -m benchmarks.hybrid --sizes $(HYBRID_SIZES)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import needs_browser, screenshot_dir
 from test_cover_search import FixedGenre, index  # noqa: F401  (fixture reused)
+from test_hybrid_search import Classifier, hybrid_index  # noqa: F401  (fixture reused)
 
 pytestmark = needs_browser
 
@@ -24,17 +25,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture()
-def page_url(index: Path) -> Iterator[str]:  # noqa: F811
+def serving(search: object) -> Iterator[str]:
+    """The page over `search` on a free local port, for as long as the test runs."""
     import uvicorn
 
     from tasks.search.app import create_app
-    from tasks.search.engine import CoverSearch
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(CoverSearch(index, FixedGenre(), "a book cover of {category}",
-                                                                              low_confidence_below=0.3)),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(search), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -44,6 +42,22 @@ def page_url(index: Path) -> Iterator[str]:  # noqa: F811
     yield f"http://127.0.0.1:{port}/"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture()
+def page_url(index: Path) -> Iterator[str]:  # noqa: F811
+    from tasks.search.engine import CoverSearch
+
+    yield from serving(CoverSearch(index, FixedGenre(), "a book cover of {category}", low_confidence_below=0.3))
+
+
+@pytest.fixture()
+def hybrid_page_url(hybrid_index: Path) -> Iterator[str]:  # noqa: F811
+    from tasks.platform.sections import HybridSettings
+    from tasks.search.engine import CoverSearch
+
+    yield from serving(CoverSearch(hybrid_index, Classifier(), "a book cover of {category}", low_confidence_below=0.3,
+                                   hybrid=HybridSettings(identify_min_score=0.4, identify_margin=0.05)))
 
 
 def test_a_title_typed_in_the_page_shows_its_genre_and_covers(page_url: str, browser, tmp_path: Path) -> None:
@@ -95,3 +109,27 @@ def test_an_uploaded_cover_is_shown_beside_its_genre_and_closest_titles(page_url
     wait.until(lambda b: b.find_element(By.ID, "genre").text.startswith("Your labels: "))
     assert sorted(part.rsplit(" ", 1)[0] for part in browser.find_element(By.ID, "genre").text[13:].split(", ")) == [
         "Cookbooks", "Romance", "Travel"]
+
+
+def test_an_uploaded_cover_that_prints_its_title_is_identified(hybrid_page_url: str, hybrid_index: Path, browser,  # noqa: F811
+                                                               tmp_path: Path) -> None:
+    import pandas as pd
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    book = pd.read_parquet(hybrid_index / "books.parquet").iloc[1]
+    cover = tmp_path / "upload.jpg"
+    cover.write_bytes(Path(book["image_path"]).read_bytes())
+    browser.get(hybrid_page_url)
+    browser.find_element(By.ID, "cover").send_keys(str(cover))
+    browser.find_element(By.ID, "classify").click()
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: b.find_element(By.ID, "identified").text.startswith("This looks like "))
+    assert browser.find_element(By.ID, "identified").text == (f"This looks like {book['title']} by {book['author']} "
+                                                              f"(its genre: {book['genre']})")
+    assert browser.find_element(By.ID, "read").text.startswith("Read on the cover: ")
+    wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#results img.cover")) == 5)  # the closest titles' covers
+    first = browser.find_elements(By.CSS_SELECTOR, "#results figure figcaption")[1].text
+    assert first.startswith(book["title"]) and "found by read text" in first
+    shot = screenshot_dir(tmp_path) / "search_page_identified.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
