@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(args.params)
     folder = settings.paths.cover_index
     books = pd.read_parquet(folder / "books.parquet")
-    _, titles = open_text_matchers(folder)
+    _, titles = open_text_matchers(folder, settings.hybrid)
     if titles is None:
         raise SystemExit(f"{folder} has no read text; run `make run` first")
     keys = work_keys(books).to_numpy()

@@ -183,3 +183,12 @@ def test_one_image_shelved_in_several_folders_is_read_once(printed_covers: list[
     frame = read_images([str(printed_covers[0]), str(printed_covers[1]), str(copy)], ReadingSettings(), IN_PROCESS)
     assert len(reads) == 2 and frame["image_path"].tolist()[2] == str(copy)
     assert frame["text"][2] == frame["text"][0] != ""
+
+
+def test_queries_skip_ngrams_most_documents_share_only_in_a_large_enough_collection() -> None:
+    texts = ["the atlas", "the garden", "the kitchen", "the sea"]
+    every = TextMatcher.from_texts(texts, common_share=0.5, common_min=1)  # "the" is in all four: skipped
+    assert every.scores("the").tolist() == [0.0] * 4
+    assert int(np.argmax(every.scores("the atlas"))) == 0
+    small = TextMatcher.from_texts(texts, common_share=0.5, common_min=1000)  # four documents: nothing is skipped
+    assert (small.scores("the") > 0).all()

@@ -160,7 +160,7 @@ def hybrid_evaluation(settings: Settings, bundle: ClipBundle, splits: pd.DataFra
     def signals(books: pd.DataFrame, image_embeds: np.ndarray) -> BookSignals:
         captions = embed_texts(bundle, books["caption"].tolist(), cfg.batch_size)
         return book_signals(bundle, classifier, books, image_embeds, captions, settings.labeling.caption_template,
-                            cfg.zero_shot_template, accepted_genres(books, mapping).tolist())
+                            cfg.zero_shot_template, accepted_genres(books, mapping).tolist(), settings.hybrid)
 
     validation = with_read_text(split_frame(splits, "val"), settings.paths.cover_text)
     weights = chosen_weights(signals(validation, TestCovers(validation, shards).embeddings(bundle, cfg.batch_size)),

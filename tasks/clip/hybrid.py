@@ -51,8 +51,9 @@ def zero_shot_probabilities(bundle: ClipBundle, image_embeds: np.ndarray, genres
 
 def book_signals(bundle: ClipBundle, classifier: mlflow.pyfunc.PyFuncModel, books: pd.DataFrame, image_embeds: np.ndarray,
                  caption_embeds: np.ndarray, caption_template: str, zero_shot_template: str,
-                 accepted: list[frozenset[str]]) -> BookSignals:
+                 accepted: list[frozenset[str]], hybrid: HybridSettings | None = None) -> BookSignals:
     """`books` needs title, author, read_text; `image_embeds`/`caption_embeds` are its covers' and captions' rows."""
+    common = {} if hybrid is None else {"common_share": hybrid.common_ngram_share, "common_min": hybrid.common_ngram_min}
     titles = books["title"].fillna("").astype(str).tolist()
     read_text = books["read_text"].fillna("").astype(str).tolist()
     predicted = classifier.predict(pd.DataFrame({"title": titles, "author": [""] * len(titles)}))
@@ -61,8 +62,8 @@ def book_signals(bundle: ClipBundle, classifier: mlflow.pyfunc.PyFuncModel, book
     genres, on_text = genre_distribution(classifier, pd.DataFrame({"title": read_text, "author": [""] * len(titles)}))
     return BookSignals(
         clip={"title_to_cover": embed_texts(bundle, queries) @ image_embeds.T, "cover_to_title": image_embeds @ caption_embeds.T},
-        text={"title_to_cover": TextMatcher.from_texts(read_text).similarity(titles),
-              "cover_to_title": TextMatcher.from_texts(title_and_author(books)).similarity(read_text)},
+        text={"title_to_cover": TextMatcher.from_texts(read_text, **common).similarity(titles),
+              "cover_to_title": TextMatcher.from_texts(title_and_author(books), **common).similarity(read_text)},
         genres=genres, classifier_on_text=on_text,
         zero_shot=zero_shot_probabilities(bundle, image_embeds, genres, zero_shot_template),
         accepted=accepted, work_keys=work_keys(books).to_numpy(),

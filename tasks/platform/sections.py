@@ -109,6 +109,8 @@ class HybridSettings(Section):
     genre_text_weight: float | None = Field(None, ge=0.0, le=1.0)  # a cover's genre: classifier on its read text vs zero-shot
     weight_grid: list[float] = Field(default=[round(0.1 * i, 1) for i in range(11)], min_length=1)
     candidates: int = Field(200, ge=1)                  # per signal, its best covers re-scored by both
+    common_ngram_share: float = Field(0.02, gt=0.0, le=1.0)  # a query skips n-grams in more of the documents than this ...
+    common_ngram_min: int = Field(1000, ge=0)                # ... and in more documents than this (short lists cost nothing)
     identify_min_score: float = Field(0.5, ge=0.0, le=1.0)  # a cover is identified as a book when its read text matches ...
     identify_margin: float = Field(0.1, ge=0.0, le=1.0)     # ... that book this well, and this much better than any other
 

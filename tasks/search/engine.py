@@ -107,7 +107,7 @@ class CoverSearch:
         self.books = pd.read_parquet(self.folder / "books.parquet")
         if model_changed:
             self.bundle = load_saved_clip(self.folder / "clip", self.device)
-        self.read_text, self.book_text = open_text_matchers(self.folder)
+        self.read_text, self.book_text = open_text_matchers(self.folder, self.hybrid)
         self.keys = work_keys(self.books).to_numpy()
         self.fusion = {key: float((info.get("fusion") or {}).get(key, 0.0)) for key in ("title_to_cover", "cover_to_title", "genre")}
         self.genres = sorted(self.books["genre"].dropna().unique())

@@ -19,6 +19,7 @@ from tasks.clip.data import split_frame, with_splits
 from tasks.clip.hybrid import book_signals, chosen_weights, title_and_author
 from tasks.clip.model import ClipBundle
 from tasks.genre.labeling import accepted_genres, load_category_mapping, load_local_classifier
+from tasks.platform.sections import HybridSettings
 from tasks.platform.settings import Settings
 from tasks.reading.text_match import TextMatcher, load_counts, ngram_counts, save_counts
 from tasks.search.vectors import VectorFile
@@ -43,11 +44,12 @@ def write_text_counts(folder: Path, books: pd.DataFrame, previous: Path | None =
     save_counts(folder / BOOK_TEXT, sp.vstack([p[1] for p in parts]).tocsr())
 
 
-def open_text_matchers(folder: Path) -> tuple[TextMatcher | None, TextMatcher | None]:
+def open_text_matchers(folder: Path, hybrid: HybridSettings) -> tuple[TextMatcher | None, TextMatcher | None]:
     """(covers' read text, books' titles + authors), or (None, None) for an index built before reading covers."""
     if not ((folder / READ_TEXT).is_file() and (folder / BOOK_TEXT).is_file()):
         return None, None
-    return TextMatcher.from_counts(load_counts(folder / READ_TEXT)), TextMatcher.from_counts(load_counts(folder / BOOK_TEXT))
+    return tuple(TextMatcher.from_counts(load_counts(folder / name), hybrid.common_ngram_share, hybrid.common_ngram_min)
+                 for name in (READ_TEXT, BOOK_TEXT))
 
 
 def validation_rows(books: pd.DataFrame, labeled_rows: int, settings: Settings) -> pd.DataFrame:
@@ -67,6 +69,6 @@ def index_fusion(settings: Settings, folder: Path, bundle: ClipBundle, books: pd
     images, captions = VectorFile(folder / "images.npy").take(rows, chunk), VectorFile(folder / "captions.npy").take(rows, chunk)
     accepted = accepted_genres(validation, load_category_mapping(settings.labeling.category_mapping)).tolist()
     signals = book_signals(bundle, load_local_classifier(settings.paths.classifier_dir), validation, images, captions,
-                           settings.labeling.caption_template, settings.evaluate.zero_shot_template, accepted)
+                           settings.labeling.caption_template, settings.evaluate.zero_shot_template, accepted, settings.hybrid)
     weights = chosen_weights(signals, settings.hybrid, settings.evaluate.recall_k)
     return {**weights, "chosen_on": f"{len(validation)} validation books"}
