@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,8 +43,10 @@ KS = [1, 5, 10]
 @torch.inference_mode()
 def sentence_features(model: nn.Module, bundle: object, texts: list[str], batch_size: int = 128) -> np.ndarray:
     """The locked text tower's mean-pooled features (MiniLM), as the towers CLIP feeds its text head."""
-    parts = [model.tower_text_features(**tokenize(bundle, texts[i:i + batch_size])).float().numpy()
-             for i in range(0, len(texts), batch_size)]
+    parts = [
+        model.tower_text_features(**tokenize(bundle, texts[i : i + batch_size])).float().numpy()
+        for i in range(0, len(texts), batch_size)
+    ]
     return np.concatenate(parts)
 
 
@@ -64,8 +65,16 @@ class Heads(nn.Module):
             return nn.functional.normalize(self.text(torch.from_numpy(texts)), dim=-1).numpy()
 
 
-def train_heads(images: dict[str, np.ndarray], texts: dict[str, np.ndarray], projection: int, epochs: int, batch: int,
-                lr: float, decay: float, seed: int) -> tuple[Heads, int]:
+def train_heads(
+    images: dict[str, np.ndarray],
+    texts: dict[str, np.ndarray],
+    projection: int,
+    epochs: int,
+    batch: int,
+    lr: float,
+    decay: float,
+    seed: int,
+) -> tuple[Heads, int]:
     """Heads trained on the train split, the epoch with the lowest validation loss kept."""
     torch.manual_seed(seed)
     heads = Heads(images["train"].shape[1], texts["train"].shape[1], projection)
@@ -83,8 +92,15 @@ def train_heads(images: dict[str, np.ndarray], texts: dict[str, np.ndarray], pro
             optimiser.step()
         with torch.inference_mode():
             val_images, val_texts = torch.from_numpy(images["val"]), torch.from_numpy(texts["val"])
-            val = float(np.mean([contrastive_loss(heads.image(val_images[r]), heads.text(val_texts[r]), heads.logit_scale)
-                                 for r in torch.arange(len(val_images)).split(batch) if len(r) > 1]))
+            val = float(
+                np.mean(
+                    [
+                        contrastive_loss(heads.image(val_images[r]), heads.text(val_texts[r]), heads.logit_scale)
+                        for r in torch.arange(len(val_images)).split(batch)
+                        if len(r) > 1
+                    ]
+                )
+            )
         if val < best:
             best, best_epoch = val, epoch
             best_state = {k: v.clone() for k, v in heads.state_dict().items()}
@@ -106,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(args.params)
     paths, clip = settings.paths, settings.clip
     started = time.perf_counter()
-    labeled = with_read_text(pd.read_parquet(paths.labeled_covers), paths.cover_text).assign(shard_row=lambda f: np.arange(len(f)))
+    labeled = with_read_text(pd.read_parquet(paths.labeled_covers), paths.cover_text).assign(
+        shard_row=lambda f: np.arange(len(f))
+    )
     shards = CoverShards.open(paths.cover_shards, None)
     usable = shards.rows["shard_error"].isna().to_numpy()
     books = with_splits(labeled[usable].reset_index(drop=True), clip.val_fraction, clip.test_fraction)
@@ -117,25 +135,44 @@ def main(argv: list[str] | None = None) -> None:
     reading = sentence_features(tower, bundle, books["read_text"].str.lower().tolist())
     image = np.asarray(shards.features[books["shard_row"].to_numpy()], np.float32)
     split = {name: (books["split"] == name).to_numpy() for name in ("train", "val", "test")}
-    print(f"{len(books)} books ({split['train'].sum()} train, {split['val'].sum()} val, {split['test'].sum()} test); "
-          f"features in {time.perf_counter() - started:.0f} s")
+    print(
+        f"{len(books)} books ({split['train'].sum()} train, {split['val'].sum()} val, {split['test'].sum()} test); "
+        f"features in {time.perf_counter() - started:.0f} s"
+    )
 
     def queries(part: pd.DataFrame) -> np.ndarray:
         predicted = classifier.predict(pd.DataFrame({"title": part["title"], "author": ""}))
-        typed = [title_query_caption(settings.labeling.caption_template, t, str(g), float(p))
-                 for t, g, p in zip(part["title"], predicted["genre"], predicted["probability"])]
+        typed = [
+            title_query_caption(settings.labeling.caption_template, t, str(g), float(p))
+            for t, g, p in zip(part["title"], predicted["genre"], predicted["probability"])
+        ]
         return sentence_features(tower, bundle, typed)
 
     parts = {name: split_frame(books, name) for name in ("val", "test")}
     typed = {name: queries(part) for name, part in parts.items()}
-    text = {name: (TextMatcher.from_texts(part["read_text"].tolist()).similarity(part["title"].tolist()),
-                   TextMatcher.from_texts(title_and_author(part)).similarity(part["read_text"].tolist())) for name, part in parts.items()}
+    text = {
+        name: (
+            TextMatcher.from_texts(part["read_text"].tolist()).similarity(part["title"].tolist()),
+            TextMatcher.from_texts(title_and_author(part)).similarity(part["read_text"].tolist()),
+        )
+        for name, part in parts.items()
+    }
     print(f"{'test books, queries as typed':44s} title->cover R@1/5/10   cover->title R@1/5/10")
     print(f"{'read text alone (characters)':44s} {recall_row(*text['test'])}")
-    for name, image_features in (("towers heads, no read text", image), ("early fusion: + MiniLM(read text)", np.hstack([image, reading]))):
-        heads, epoch = train_heads({s: image_features[m] for s, m in split.items()}, {s: captions[m] for s, m in split.items()},
-                                   clip.towers.projection_dim, args.epochs or clip.epochs, clip.batch_size, clip.learning_rate,
-                                   clip.weight_decay, clip.seed)
+    for name, image_features in (
+        ("towers heads, no read text", image),
+        ("early fusion: + MiniLM(read text)", np.hstack([image, reading])),
+    ):
+        heads, epoch = train_heads(
+            {s: image_features[m] for s, m in split.items()},
+            {s: captions[m] for s, m in split.items()},
+            clip.towers.projection_dim,
+            args.epochs or clip.epochs,
+            clip.batch_size,
+            clip.learning_rate,
+            clip.weight_decay,
+            clip.seed,
+        )
         sims = {}
         for part in ("val", "test"):
             covers = heads.embed_images(image_features[split[part]])
@@ -146,7 +183,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'  + late fusion, weights ' + '/'.join(f'{w:g}' for w in weights):44s} {recall_row(*late)}")
     reference = json.loads((paths.metrics_dir / "clip.json").read_text()).get("hybrid", {})
     if reference:
-        print("the pipeline's own figures (metrics/clip.json): " + json.dumps({k: reference[k] for k in ("clip", "read_text", "hybrid")}))
+        print(
+            "the pipeline's own figures (metrics/clip.json): "
+            + json.dumps({k: reference[k] for k in ("clip", "read_text", "hybrid")})
+        )
 
 
 if __name__ == "__main__":

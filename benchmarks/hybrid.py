@@ -55,7 +55,7 @@ def read_like(text: str, rng: np.random.Generator) -> str:
 def text_counts(pool: list[str], rows: int, seed: int) -> tuple[sp.csr_matrix, list[int]]:
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(pool), rows)
-    parts = [ngram_counts([read_like(pool[i], rng) for i in picks[start:start + CHUNK]]) for start in range(0, rows, CHUNK)]
+    parts = [ngram_counts([read_like(pool[i], rng) for i in picks[start : start + CHUNK]]) for start in range(0, rows, CHUNK)]
     return sp.vstack(parts).tocsr(), picks.tolist()
 
 
@@ -64,8 +64,17 @@ def percentiles(seconds: list[float]) -> str:
     return f"p50 {statistics.median(ms):6.2f} ms  p95 {ms[int(0.95 * (len(ms) - 1))]:6.2f} ms"
 
 
-def measure(rows: int, pool: list[str], queries: int, dim: int, work: Path, settings: VectorIndexSettings,
-            embedder: Callable[[list[str]], np.ndarray] | None, common_share: float, common_min: int) -> None:
+def measure(
+    rows: int,
+    pool: list[str],
+    queries: int,
+    dim: int,
+    work: Path,
+    settings: VectorIndexSettings,
+    embedder: Callable[[list[str]], np.ndarray] | None,
+    common_share: float,
+    common_min: int,
+) -> None:
     counts, picks = text_counts(pool, rows, seed=rows)
     started = time.perf_counter()
     matcher = TextMatcher.from_counts(counts, common_share, common_min)
@@ -74,15 +83,14 @@ def measure(rows: int, pool: list[str], queries: int, dim: int, work: Path, sett
     vectors = np.lib.format.open_memmap(work / "images.npy", "w+", np.float32, (rows, dim))
     for start in range(0, rows, CHUNK):
         block = rng.standard_normal((min(CHUNK, rows - start), dim)).astype(np.float32)
-        vectors[start:start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+        vectors[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     vectors.flush()
     plan = index_plan(rows, settings)
     if plan:
         build_approximate(work / "images.npy", work / "images.faiss", plan, settings)
     clip = open_vectors(work, "images", plan)
     candidates = HybridSettings().candidates
-    timings: dict[str, list[float]] = {"title embedding": [], "read-text scores": [], "CLIP proposals": [],
-                                       "whole query": []}
+    timings: dict[str, list[float]] = {"title embedding": [], "read-text scores": [], "CLIP proposals": [], "whole query": []}
     found = 0
     for n in range(queries + 5):
         row = int(rng.integers(0, rows))
@@ -104,8 +112,11 @@ def measure(rows: int, pool: list[str], queries: int, dim: int, work: Path, sett
             timings["whole query"].append(t3 - t0)
             found += any(picks[r] == picks[row] for r, *_ in ranked)
     status = memory_status()
-    print(f"{rows:>9,} covers ({'FAISS ' + str(plan['factory']) if plan else 'exact scan'}): text index opened in {open_seconds:.1f} s, "
-          f"{counts.nnz / rows:.0f} n-grams a cover, process RSS {status['VmRSS']:.2f} GiB")
+    print(
+        f"{rows:>9,} covers ({'FAISS ' + str(plan['factory']) if plan else 'exact scan'}): "
+        f"text index opened in {open_seconds:.1f} s, "
+        f"{counts.nnz / rows:.0f} n-grams a cover, process RSS {status['VmRSS']:.2f} GiB"
+    )
     for name, seconds in timings.items():
         print(f"  {name:22s} {percentiles(seconds)}")
     print(f"  the queried title's cover (or a same-titled one) in the fused top 10: {found}/{queries}")
@@ -134,15 +145,28 @@ def main(argv: list[str] | None = None) -> None:
         from tasks.clip.model import embed_texts, load_saved_clip
 
         embedder = partial(embed_texts, load_saved_clip(clip_folder, "cpu"))
-    print(f"title embedding: {'the cover index CLIP in ' + str(clip_folder) if embedder else 'none (no cover index yet: not timed)'}")
+    print(
+        "title embedding: " + (f"the cover index CLIP in {clip_folder}" if embedder else "none (no cover index yet: not timed)")
+    )
     pool = title_pool(args.data_root)
-    print(f"{len(pool):,} titles to draw from; {args.queries} title queries per size, one thread; queries skip n-grams "
-          f"in more than {args.common_share:g} of the covers")
+    print(
+        f"{len(pool):,} titles to draw from; {args.queries} title queries per size, one thread; queries skip n-grams "
+        f"in more than {args.common_share:g} of the covers"
+    )
     settings = VectorIndexSettings()
     for rows in (int(size) for size in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="bench-hybrid-") as folder:
-            measure(rows, pool, args.queries, args.dim, Path(folder), settings, embedder, args.common_share,
-                    project.hybrid.common_ngram_min)
+            measure(
+                rows,
+                pool,
+                args.queries,
+                args.dim,
+                Path(folder),
+                settings,
+                embedder,
+                args.common_share,
+                project.hybrid.common_ngram_min,
+            )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,10 @@ def main(argv: list[str] | None = None) -> None:
             named = [(row, identified(s, keys, min_score, margin)) for row, s in zip(validation["index_row"], scores)]
             named = [(row, found) for row, found in named if found is not None]
             right = sum(keys[found] == keys[row] for row, found in named)
-            print(f"{min_score:9.2f} {margin:7.2f} {len(named) / len(validation):9.3f} "
-                  f"{(right / len(named) if named else float('nan')):9.3f}")
+            print(
+                f"{min_score:9.2f} {margin:7.2f} {len(named) / len(validation):9.3f} "
+                f"{(right / len(named) if named else float('nan')):9.3f}"
+            )
 
 
 if __name__ == "__main__":

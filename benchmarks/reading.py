@@ -25,7 +25,9 @@ from tasks.reading.reader import CoverReader
 from tasks.reading.text_match import TextMatcher
 
 # side:min|max[:cls][:batch<n>][:lines<n>]; the reference is the library's own defaults
-DEFAULT_SETTINGS = "736:min:cls:batch6:lines0,320:min:batch6:lines0,320:min:batch1:lines0,320:min:lines4,320:min:lines3,256:min:lines4"
+DEFAULT_SETTINGS = (
+    "736:min:cls:batch6:lines0,320:min:batch6:lines0,320:min:batch1:lines0,320:min:lines4,320:min:lines3,256:min:lines4"
+)
 
 
 def sampled_books(data_root: Path, books: int, seed: int) -> pd.DataFrame:
@@ -39,9 +41,14 @@ def sampled_books(data_root: Path, books: int, seed: int) -> pd.DataFrame:
 
 def parse_setting(text: str) -> ReadingSettings:
     side, rule, *flags = text.split(":")
-    numbers = {flag.rstrip("0123456789"): int(flag[len(flag.rstrip("0123456789")):]) for flag in flags if flag[-1].isdigit()}
-    return ReadingSettings(detector_side=int(side), detector_side_rule=rule, angle_classifier="cls" in flags,
-                           recognizer_batch=numbers.get("batch", 1), max_lines=numbers.get("lines", 3))
+    numbers = {flag.rstrip("0123456789"): int(flag[len(flag.rstrip("0123456789")) :]) for flag in flags if flag[-1].isdigit()}
+    return ReadingSettings(
+        detector_side=int(side),
+        detector_side_rule=rule,
+        angle_classifier="cls" in flags,
+        recognizer_batch=numbers.get("batch", 1),
+        max_lines=numbers.get("lines", 3),
+    )
 
 
 def recall(similarity: np.ndarray, ks: tuple[int, ...] = (1, 10)) -> dict[int, float]:
@@ -61,9 +68,15 @@ def measure(books: pd.DataFrame, options: ReadingSettings) -> dict[str, float]:
     title_author = (books["name"] + " " + books["author"]).tolist()
     to_cover = recall(TextMatcher.from_texts(texts).similarity(titles))
     to_title = recall(TextMatcher.from_texts(title_author).similarity(texts))
-    return {"mean_s": statistics.mean(seconds), "p95_s": sorted(seconds)[int(0.95 * (len(seconds) - 1))],
-            "no_text": float(np.mean([not t for t in texts])), "t2i_r1": to_cover[1], "t2i_r10": to_cover[10],
-            "i2t_r1": to_title[1], "i2t_r10": to_title[10]}
+    return {
+        "mean_s": statistics.mean(seconds),
+        "p95_s": sorted(seconds)[int(0.95 * (len(seconds) - 1))],
+        "no_text": float(np.mean([not t for t in texts])),
+        "t2i_r1": to_cover[1],
+        "t2i_r10": to_cover[10],
+        "i2t_r1": to_title[1],
+        "i2t_r10": to_title[10],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,24 +84,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--books", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--settings", default=DEFAULT_SETTINGS,
-                        help="side:min|max[:cls][:batch<n>][:lines<n>], comma-separated; the first is the reference")
+    parser.add_argument(
+        "--settings",
+        default=DEFAULT_SETTINGS,
+        help="side:min|max[:cls][:batch<n>][:lines<n>], comma-separated; the first is the reference",
+    )
     args = parser.parse_args(argv)
     if not (args.data_root / "bookdepository-covers").is_dir():
         raise SystemExit(f"{args.data_root}/bookdepository-covers not found: this benchmark reads the real covers")
     books = sampled_books(args.data_root, args.books, args.seed)
-    print(f"{len(books)} books, one cover each; chance R@1 {1 / len(books):.4f}, R@10 {min(1.0, 10 / len(books)):.4f}; one thread")
-    print(f"{'setting':28s} {'s/cover':>8s} {'p95 s':>7s} {'covers/s':>8s} {'no text':>7s} {'t2i R@1':>8s} {'t2i R@10':>8s} "
-          f"{'i2t R@1':>8s} {'i2t R@10':>8s} {'vs ref R@10':>11s}")
+    print(
+        f"{len(books)} books, one cover each; chance R@1 {1 / len(books):.4f}, R@10 {min(1.0, 10 / len(books)):.4f}; one thread"
+    )
+    print(
+        f"{'setting':28s} {'s/cover':>8s} {'p95 s':>7s} {'covers/s':>8s} {'no text':>7s} {'t2i R@1':>8s} {'t2i R@10':>8s} "
+        f"{'i2t R@1':>8s} {'i2t R@10':>8s} {'vs ref R@10':>11s}"
+    )
     reference = None
     for text in args.settings.split(","):
         started = time.perf_counter()
         figures = measure(books, parse_setting(text))
         reference = reference or figures
         delta = min(figures["t2i_r10"] - reference["t2i_r10"], figures["i2t_r10"] - reference["i2t_r10"])
-        print(f"{text:28s} {figures['mean_s']:8.3f} {figures['p95_s']:7.3f} {1 / figures['mean_s']:8.1f} {figures['no_text']:7.3f} "
-              f"{figures['t2i_r1']:8.3f} {figures['t2i_r10']:8.3f} {figures['i2t_r1']:8.3f} {figures['i2t_r10']:8.3f} "
-              f"{delta:+11.3f}   ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(
+            f"{text:28s} {figures['mean_s']:8.3f} {figures['p95_s']:7.3f} {1 / figures['mean_s']:8.1f} {figures['no_text']:7.3f} "
+            f"{figures['t2i_r1']:8.3f} {figures['t2i_r10']:8.3f} {figures['i2t_r1']:8.3f} {figures['i2t_r10']:8.3f} "
+            f"{delta:+11.3f}   ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -41,29 +41,39 @@ class Settingsish:
         self.add_covers, self.validate_, self.engine, self.runtime = AddCoversSettings(), CHECKS, IN_PROCESS, RuntimeSettings()
 
 
-@pytest.fixture(scope="module")
-def base_index(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
-    """20 generated covers indexed by a tiny random-init CLIP, as index_covers leaves it."""
-    torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("index") / "cover_index"
-    covers = pd.read_csv(tiny_data.covers_csv).drop_duplicates("name").head(20)
+def generated_books(tiny_data, count: int) -> pd.DataFrame:  # noqa: ANN001  GeneratedData
+    """The first `count` distinct books of the generated covers, as the labeling stage leaves them (genres cycled)."""
+    covers = pd.read_csv(tiny_data.covers_csv).drop_duplicates("name").head(count)
     root = tiny_data.covers_csv.parent
-    books = pd.DataFrame({
+    return pd.DataFrame({
         "book_id": covers["isbn"].astype(str), "title": covers["name"], "author": covers["author"].fillna(""),
         "genre": [GENRES[i % 3] for i in range(len(covers))], "category": covers["category"],
         "image_path": [str(root / p.replace("dataset/", "book-covers/")) for p in covers["img_paths"]],
     }).reset_index(drop=True)
+
+
+def write_tiny_index(folder: Path, books: pd.DataFrame, version: str) -> dict[str, object]:
+    """`books` embedded by a tiny random-init CLIP into an index folder, as index_covers leaves it; its index.json."""
+    torch.set_num_threads(1)
     cfg = ClipSettings(model="small", device="cpu", small=SmallClipSettings(image_size=32, patch_size=8, hidden_size=32, layers=1,
                                                                             heads=2, projection_dim=32, vocab_size=300, max_text_tokens=16))
-    bundle = initial_bundle(cfg, make_captions(books, TEMPLATE).tolist(), None, torch.device("cpu"))
-    folder.mkdir()
+    captions = make_captions(books, TEMPLATE).tolist()
+    bundle = initial_bundle(cfg, captions, None, torch.device("cpu"))
+    folder.mkdir(parents=True)
     save_bundle(bundle, folder / "clip")
-    images, texts, ok = embed_in_chunks(bundle, books, make_captions(books, TEMPLATE).tolist())
+    images, texts, ok = embed_in_chunks(bundle, books, captions)
     assert ok.all()
     with IndexRows(folder, images.shape[1]) as rows:
         rows.append(books, images, texts)
-        save_index(rows, {"model": "book-cover-clip", "version": "3", "uri": "x", "alias": "champion"}, TEMPLATE,
-                   VectorIndexSettings())
+        return save_index(rows, {"model": "book-cover-clip", "version": version, "uri": "x", "alias": "champion"}, TEMPLATE,
+                          VectorIndexSettings())
+
+
+@pytest.fixture(scope="module")
+def base_index(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
+    """20 generated covers indexed by a tiny random-init CLIP, as index_covers leaves it."""
+    folder = tmp_path_factory.mktemp("index") / "cover_index"
+    write_tiny_index(folder, generated_books(tiny_data, 20), "3")
     return folder
 
 

@@ -10,23 +10,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from fastapi.testclient import TestClient
-from test_cover_search import TEMPLATE
+from test_add_covers import generated_books, write_tiny_index
 
 from flows.bookcovers import main
-from tasks.clip.model import initial_bundle, save_bundle
-from tasks.genre.labeling import make_captions
 from tasks.platform.engine import IN_PROCESS
-from tasks.platform.sections import HybridSettings, ReadingSettings, VectorIndexSettings
-from tasks.platform.settings import ClipSettings, SmallClipSettings
+from tasks.platform.sections import HybridSettings, ReadingSettings
 from tasks.reading.fusion import fused
 from tasks.reading.stage import read_images
 from tasks.search.app import create_app
 from tasks.search.batch import OUTPUT_COLUMNS, read_batch, search_batch
 from tasks.search.engine import CoverSearch
 from tasks.search.hybrid import fused_candidates
-from tasks.search.index import IndexRows, embed_in_chunks, save_index
 from tasks.search.vectors import ExactVectors
 
 GENRES = ["Travel", "History", "Romance"]
@@ -53,28 +48,10 @@ class Classifier:
 @pytest.fixture(scope="module")
 def hybrid_index(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
     """24 generated covers, read by the real reader, embedded by a tiny random-init CLIP (which knows nothing)."""
-    torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("hybrid") / "cover_index"
-    covers = pd.read_csv(tiny_data.covers_csv).drop_duplicates("name").head(24)
-    root = tiny_data.covers_csv.parent
-    books = pd.DataFrame({
-        "book_id": covers["isbn"].astype(str), "title": covers["name"], "author": covers["author"].fillna(""),
-        "genre": [GENRES[i % 3] for i in range(len(covers))], "category": covers["category"],
-        "image_path": [str(root / p.replace("dataset/", "book-covers/")) for p in covers["img_paths"]],
-    }).reset_index(drop=True)
+    books = generated_books(tiny_data, 24)
     books["read_text"] = read_images(books["image_path"].tolist(), ReadingSettings(), IN_PROCESS)["text"]
-    cfg = ClipSettings(model="small", device="cpu", small=SmallClipSettings(image_size=32, patch_size=8, hidden_size=32, layers=1,
-                                                                            heads=2, projection_dim=32, vocab_size=300, max_text_tokens=16))
-    captions = make_captions(books, TEMPLATE).tolist()
-    bundle = initial_bundle(cfg, captions, None, torch.device("cpu"))
-    folder.mkdir(parents=True)
-    save_bundle(bundle, folder / "clip")
-    images, texts, ok = embed_in_chunks(bundle, books, captions)
-    assert ok.all()
-    with IndexRows(folder, images.shape[1]) as rows:
-        rows.append(books, images, texts)
-        summary = save_index(rows, {"model": "book-cover-clip", "version": "1", "uri": "x", "alias": "champion"}, TEMPLATE,
-                             VectorIndexSettings())
+    summary = write_tiny_index(folder, books, "1")
     summary["fusion"] = {"title_to_cover": 0.8, "cover_to_title": 0.8, "genre": 0.5}
     summary["reading"] = ReadingSettings().model_dump()
     (folder / "index.json").write_text(json.dumps(summary))
@@ -83,8 +60,13 @@ def hybrid_index(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Path:
 
 @pytest.fixture(scope="module")
 def search(hybrid_index: Path) -> CoverSearch:
-    return CoverSearch(hybrid_index, Classifier(), "a book cover of {category}", low_confidence_below=0.3,
-                       hybrid=HybridSettings(identify_min_score=0.4, identify_margin=0.05))
+    return CoverSearch(
+        hybrid_index,
+        Classifier(),
+        "a book cover of {category}",
+        low_confidence_below=0.3,
+        hybrid=HybridSettings(identify_min_score=0.4, identify_margin=0.05),
+    )
 
 
 def test_most_generated_covers_are_read(search: CoverSearch) -> None:
@@ -101,7 +83,11 @@ def test_a_title_finds_its_cover_by_the_read_text(search: CoverSearch) -> None:
         assert all(h.matched in {"read text", "CLIP", "read text + CLIP", "fused"} for h in hits)
     assert found / len(search.books) >= 0.8  # the tiny CLIP alone is at chance (1/24)
     hit = search.by_title(search.books["title"][0], k=1).hits[0]
-    assert "read text" in hit.matched and hit.text_score > 0.5 and hit.score == pytest.approx(0.8 * hit.text_score + 0.2 * hit.clip_score, abs=1e-5)
+    assert (
+        "read text" in hit.matched
+        and hit.text_score > 0.5
+        and hit.score == pytest.approx(0.8 * hit.text_score + 0.2 * hit.clip_score, abs=1e-5)
+    )
 
 
 def test_the_candidate_ranking_equals_fusing_the_whole_collection(search: CoverSearch) -> None:
@@ -134,8 +120,9 @@ def test_the_api_says_what_a_cover_looks_like_and_why_each_result_was_found(sear
     assert 'id="identified"' in app.get("/").text
 
 
-def test_the_cli_prints_the_identified_book(hybrid_index: Path, search: CoverSearch, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_prints_the_identified_book(
+    hybrid_index: Path, search: CoverSearch, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import flows.bookcovers as bookcovers
 
     monkeypatch.setattr(bookcovers, "_cover_search", lambda settings: search)
@@ -171,11 +158,17 @@ def test_a_batch_of_covers_relative_paths_missing_and_broken_images(search: Cove
     assert out[out["error"] != ""]["query_row"].tolist() == [1, 2, 3]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("name,author\nA,B\n", "needs a 'title' column"), ("title,image\nA,b.jpg\n", "one kind of query"), ("", "not a readable CSV"),
-])
-def test_a_batch_file_without_queries_is_refused_before_any_model_loads(tmp_path: Path, content: str, message: str,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("name,author\nA,B\n", "needs a 'title' column"),
+        ("title,image\nA,b.jpg\n", "one kind of query"),
+        ("", "not a readable CSV"),
+    ],
+)
+def test_a_batch_file_without_queries_is_refused_before_any_model_loads(
+    tmp_path: Path, content: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "q.csv").write_text(content)
     with pytest.raises(SystemExit) as stopped:
         main(["search", "--batch", str(tmp_path / "q.csv"), "-o", str(tmp_path / "out.csv")])
@@ -203,14 +196,19 @@ def test_added_covers_are_read_and_their_text_appended_as_a_rebuild_would(hybrid
     shutil.copytree(hybrid_index, index)
     folder = tmp_path / "new"
     (folder / "img").mkdir(parents=True)
-    (folder / "img" / "a.jpg").write_bytes(render_cover("Travel", "Zanzibar Ferry Timetables", "Ola Berg", (96, 144), np.random.default_rng(5)))
+    (folder / "img" / "a.jpg").write_bytes(
+        render_cover("Travel", "Zanzibar Ferry Timetables", "Ola Berg", (96, 144), np.random.default_rng(5))
+    )
     (folder / "covers.csv").write_text("title,author,image\nZanzibar Ferry Timetables,Ola Berg,img/a.jpg\n", encoding="utf-8")
     before = json.loads((index / "index.json").read_text())
     record = add(index, folder, tmp_path / "batches")
     assert record.covers_indexed == record.covers_with_read_text == 1
     books = pd.read_parquet(index / "books.parquet")
     assert "zanzibar" in books["read_text"].iloc[-1].lower()
-    for name, column in ((READ_TEXT, books["read_text"].tolist()), (BOOK_TEXT, (books["title"] + " " + books["author"]).tolist())):
+    for name, column in (
+        (READ_TEXT, books["read_text"].tolist()),
+        (BOOK_TEXT, (books["title"] + " " + books["author"]).tolist()),
+    ):
         assert (load_counts(index / name) != sp.csr_matrix(ngram_counts(column))).nnz == 0, name  # appended = rebuilt
     after = json.loads((index / "index.json").read_text())
     assert after["fusion"] == before["fusion"] and after["reading"] == before["reading"]

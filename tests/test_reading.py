@@ -20,8 +20,12 @@ from tasks.reading.reader import CoverReader, tallest
 from tasks.reading.stage import read_images, reading_metrics, with_read_text
 from tasks.reading.text_match import TextMatcher, ngram_counts, squeezed
 
-TITLES = [("Rick Steves Paris Walking Guide", "Anna Smith", "Travel"), ("The Ultimate Atlas", "Tom Lee", "Reference"),
-          ("Cooking with Herbs", "Mia Chen", "Cookbooks, Food & Wine"), ("Mystery at Midnight", "Sam Roe", "Mystery, Thriller & Suspense")]
+TITLES = [
+    ("Rick Steves Paris Walking Guide", "Anna Smith", "Travel"),
+    ("The Ultimate Atlas", "Tom Lee", "Reference"),
+    ("Cooking with Herbs", "Mia Chen", "Cookbooks, Food & Wine"),
+    ("Mystery at Midnight", "Sam Roe", "Mystery, Thriller & Suspense"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +45,9 @@ def printed_covers(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
-def test_the_reader_reads_printed_titles_with_no_network(reader: CoverReader, printed_covers: list[Path],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_reader_reads_printed_titles_with_no_network(
+    reader: CoverReader, printed_covers: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError("no network in this test")
 
@@ -56,8 +61,9 @@ def test_the_reader_reads_printed_titles_with_no_network(reader: CoverReader, pr
         assert all(0.5 <= line.confidence <= 1 and len(line.box) == 8 for line in reading.lines)
 
 
-def test_a_cover_that_cannot_be_read_is_recorded_with_its_reason(reader: CoverReader, printed_covers: list[Path],
-                                                                  tmp_path: Path) -> None:
+def test_a_cover_that_cannot_be_read_is_recorded_with_its_reason(
+    reader: CoverReader, printed_covers: list[Path], tmp_path: Path
+) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
     assert reader.read(broken).error and reader.read(tmp_path / "missing.jpg").error
@@ -124,15 +130,23 @@ def test_fixed_weights_in_params_are_used_as_they_are() -> None:
     from tasks.clip.hybrid import BookSignals, chosen_weights
 
     eye = np.eye(4, dtype=np.float32)
-    signals = BookSignals(clip={"title_to_cover": eye, "cover_to_title": eye}, text={"title_to_cover": eye, "cover_to_title": eye},
-                          genres=["A", "B"], classifier_on_text=np.array([[0.9, 0.1]] * 4), zero_shot=np.array([[0.2, 0.8]] * 4),
-                          accepted=[frozenset({"A"})] * 4, work_keys=np.array(list("abcd")))
+    signals = BookSignals(
+        clip={"title_to_cover": eye, "cover_to_title": eye},
+        text={"title_to_cover": eye, "cover_to_title": eye},
+        genres=["A", "B"],
+        classifier_on_text=np.array([[0.9, 0.1]] * 4),
+        zero_shot=np.array([[0.2, 0.8]] * 4),
+        accepted=[frozenset({"A"})] * 4,
+        work_keys=np.array(list("abcd")),
+    )
     weights = chosen_weights(signals, HybridSettings(title_text_weight=0.3), [1])
     assert weights["title_to_cover"] == 0.3 and weights["genre"] > 0  # the classifier is right here, zero-shot wrong
     assert set(weights["cover_to_title_by_weight"]) == {f"{w:g}" for w in HybridSettings().weight_grid}
 
 
-def test_evaluation_chooses_the_fusion_weights_on_the_validation_books_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_evaluation_chooses_the_fusion_weights_on_the_validation_books_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Spies on what each step receives: the weights see validation books, the report the test books."""
     import tasks.clip.evaluation as evaluation
 
@@ -154,15 +168,28 @@ def test_evaluation_chooses_the_fusion_weights_on_the_validation_books_only(monk
 
     monkeypatch.setattr(evaluation, "TestCovers", Covers)
     monkeypatch.setattr(evaluation, "book_signals", signals)
-    monkeypatch.setattr(evaluation, "chosen_weights", lambda found, cfg, ks: seen.setdefault("chosen_on", found.ids) and {"title_to_cover": 1})
-    monkeypatch.setattr(evaluation, "hybrid_report", lambda found, weights, cfg, ks: seen.setdefault("reported_on", found.ids) and {})
+    monkeypatch.setattr(
+        evaluation, "chosen_weights", lambda found, cfg, ks: seen.setdefault("chosen_on", found.ids) and {"title_to_cover": 1}
+    )
+    monkeypatch.setattr(
+        evaluation, "hybrid_report", lambda found, weights, cfg, ks: seen.setdefault("reported_on", found.ids) and {}
+    )
     from tasks.clip.data import with_splits
     from tasks.platform.settings import Settings
 
-    labeled = pd.DataFrame({"book_id": [f"b{i}" for i in range(400)], "caption": "c", "image_path": "x.jpg", "categories": "",
-                            "shard_row": range(400)})
+    labeled = pd.DataFrame(
+        {
+            "book_id": [f"b{i}" for i in range(400)],
+            "caption": "c",
+            "image_path": "x.jpg",
+            "categories": "",
+            "shard_row": range(400),
+        }
+    )
     pd.DataFrame({"image_path": ["x.jpg"], "text": ["read"]}).to_parquet(tmp_path / "text.parquet")
-    settings = Settings().model_copy(update={"paths": Settings().paths.model_copy(update={"cover_text": tmp_path / "text.parquet"})})
+    settings = Settings().model_copy(
+        update={"paths": Settings().paths.model_copy(update={"cover_text": tmp_path / "text.parquet"})}
+    )
     splits = with_splits(labeled, 0.15, 0.15)
     test = splits[splits["split"] == "test"].reset_index(drop=True)
     report, scores = evaluation.hybrid_evaluation(settings, object(), splits, None, test, np.zeros((len(test), 2), np.float32))
@@ -172,8 +199,9 @@ def test_evaluation_chooses_the_fusion_weights_on_the_validation_books_only(monk
     assert scores.shape == (len(test), len(test))
 
 
-def test_one_image_shelved_in_several_folders_is_read_once(printed_covers: list[Path], tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_image_shelved_in_several_folders_is_read_once(
+    printed_covers: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     copy = tmp_path / "Other Category" / "0.jpg"
     copy.parent.mkdir()
     copy.write_bytes(printed_covers[0].read_bytes())

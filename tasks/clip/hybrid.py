@@ -37,9 +37,9 @@ class BookSignals:
     clip: dict[str, np.ndarray]
     text: dict[str, np.ndarray]
     genres: list[str]
-    classifier_on_text: np.ndarray     # books x genres: the classifier champion on each cover's read text
-    zero_shot: np.ndarray              # books x genres: CLIP zero-shot, a prompt per genre
-    accepted: list[frozenset[str]]     # the genres each book's own categories map to
+    classifier_on_text: np.ndarray  # books x genres: the classifier champion on each cover's read text
+    zero_shot: np.ndarray  # books x genres: CLIP zero-shot, a prompt per genre
+    accepted: list[frozenset[str]]  # the genres each book's own categories map to
     work_keys: np.ndarray
 
 
@@ -49,24 +49,38 @@ def zero_shot_probabilities(bundle: ClipBundle, image_embeds: np.ndarray, genres
     return torch.softmax(logits, dim=1).numpy()
 
 
-def book_signals(bundle: ClipBundle, classifier: mlflow.pyfunc.PyFuncModel, books: pd.DataFrame, image_embeds: np.ndarray,
-                 caption_embeds: np.ndarray, caption_template: str, zero_shot_template: str,
-                 accepted: list[frozenset[str]], hybrid: HybridSettings | None = None) -> BookSignals:
+def book_signals(
+    bundle: ClipBundle,
+    classifier: mlflow.pyfunc.PyFuncModel,
+    books: pd.DataFrame,
+    image_embeds: np.ndarray,
+    caption_embeds: np.ndarray,
+    caption_template: str,
+    zero_shot_template: str,
+    accepted: list[frozenset[str]],
+    hybrid: HybridSettings | None = None,
+) -> BookSignals:
     """`books` needs title, author, read_text; `image_embeds`/`caption_embeds` are its covers' and captions' rows."""
     common = {} if hybrid is None else {"common_share": hybrid.common_ngram_share, "common_min": hybrid.common_ngram_min}
     titles = books["title"].fillna("").astype(str).tolist()
     read_text = books["read_text"].fillna("").astype(str).tolist()
     predicted = classifier.predict(pd.DataFrame({"title": titles, "author": [""] * len(titles)}))
-    queries = [title_query_caption(caption_template, t, str(g), float(p))
-               for t, g, p in zip(titles, predicted["genre"], predicted["probability"])]
+    queries = [
+        title_query_caption(caption_template, t, str(g), float(p))
+        for t, g, p in zip(titles, predicted["genre"], predicted["probability"])
+    ]
     genres, on_text = genre_distribution(classifier, pd.DataFrame({"title": read_text, "author": [""] * len(titles)}))
     return BookSignals(
         clip={"title_to_cover": embed_texts(bundle, queries) @ image_embeds.T, "cover_to_title": image_embeds @ caption_embeds.T},
-        text={"title_to_cover": TextMatcher.from_texts(read_text, **common).similarity(titles),
-              "cover_to_title": TextMatcher.from_texts(title_and_author(books), **common).similarity(read_text)},
-        genres=genres, classifier_on_text=on_text,
+        text={
+            "title_to_cover": TextMatcher.from_texts(read_text, **common).similarity(titles),
+            "cover_to_title": TextMatcher.from_texts(title_and_author(books), **common).similarity(read_text),
+        },
+        genres=genres,
+        classifier_on_text=on_text,
         zero_shot=zero_shot_probabilities(bundle, image_embeds, genres, zero_shot_template),
-        accepted=accepted, work_keys=work_keys(books).to_numpy(),
+        accepted=accepted,
+        work_keys=work_keys(books).to_numpy(),
     )
 
 
@@ -92,10 +106,14 @@ def hybrid_report(signals: BookSignals, weights: dict[str, object], cfg: HybridS
         for name, similarity in (("read_text", text), ("clip", clip), ("hybrid", fused(clip, text, weight))):
             rows[name].update({f"{direction}_{key}": value for key, value in diagonal_recall(similarity, ks).items()})
     genre_weight = float(weights["genre"])
-    genre = {"classifier_on_read_text": genre_agreement(signals.classifier_on_text, signals.genres, signals.accepted),
-             "zero_shot": genre_agreement(signals.zero_shot, signals.genres, signals.accepted),
-             "fused": genre_agreement(fused(signals.zero_shot, signals.classifier_on_text, genre_weight), signals.genres, signals.accepted),
-             "books_with_mapped_category": int(sum(bool(a) for a in signals.accepted))}
+    genre = {
+        "classifier_on_read_text": genre_agreement(signals.classifier_on_text, signals.genres, signals.accepted),
+        "zero_shot": genre_agreement(signals.zero_shot, signals.genres, signals.accepted),
+        "fused": genre_agreement(
+            fused(signals.zero_shot, signals.classifier_on_text, genre_weight), signals.genres, signals.accepted
+        ),
+        "books_with_mapped_category": int(sum(bool(a) for a in signals.accepted)),
+    }
     return {**rows, "genre_from_cover": genre, "identification": identification_report(signals, cfg)}
 
 
@@ -105,5 +123,8 @@ def identification_report(signals: BookSignals, cfg: HybridSettings) -> dict[str
     answers = [identified(text[i], signals.work_keys, cfg.identify_min_score, cfg.identify_margin) for i in range(len(text))]
     named = [(i, row) for i, row in enumerate(answers) if row is not None]
     correct = sum(signals.work_keys[row] == signals.work_keys[i] for i, row in named)
-    return {"coverage": round(len(named) / max(1, len(answers)), 4),
-            "precision": round(correct / len(named), 4) if named else float("nan"), "books": len(answers)}
+    return {
+        "coverage": round(len(named) / max(1, len(answers)), 4),
+        "precision": round(correct / len(named), 4) if named else float("nan"),
+        "books": len(answers),
+    }

@@ -32,8 +32,8 @@ def diagonal_recall(similarity: np.ndarray, ks: list[int]) -> dict[str, float]:
 @dataclass(frozen=True)
 class WeightChoice:
     weight: float
-    score: float                   # mean recall@k at that weight, on the books it was chosen on
-    by_weight: dict[str, float]    # every weight tried -> its mean recall@k
+    score: float  # mean recall@k at that weight, on the books it was chosen on
+    by_weight: dict[str, float]  # every weight tried -> its mean recall@k
 
 
 def choose_weight(clip: np.ndarray, text: np.ndarray, grid: list[float], ks: list[int]) -> WeightChoice:
@@ -46,8 +46,9 @@ def choose_weight(clip: np.ndarray, text: np.ndarray, grid: list[float], ks: lis
     return WeightChoice(float(best), by_weight[f"{best:g}"], by_weight)
 
 
-def choose_genre_weight(classifier: np.ndarray, zero_shot: np.ndarray, genres: list[str], accepted: list[frozenset[str]],
-                        grid: list[float]) -> WeightChoice:
+def choose_genre_weight(
+    classifier: np.ndarray, zero_shot: np.ndarray, genres: list[str], accepted: list[frozenset[str]], grid: list[float]
+) -> WeightChoice:
     """The grid weight whose fused genre probabilities agree most often with each book's accepted genres."""
     by_weight = {f"{w:g}": genre_agreement(fused(zero_shot, classifier, w), genres, accepted) for w in grid}
     best = max(grid, key=lambda w: (by_weight[f"{w:g}"], -w))

@@ -67,8 +67,10 @@ class CoverReader:
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as error:
-            raise ModelLoadError(f"the cover reader needs the {READER_PACKAGE} package ({error}); "
-                                 "`make setup` installs it") from error
+            raise ModelLoadError(
+                f"the cover reader needs the {READER_PACKAGE} package ({error}); `make setup` installs it"
+            ) from error
+
         class TallestLines(RapidOCR):
             """The reader, recognising only the `max_lines` tallest lines it detects: titles and authors are printed
             large, and recognition (one model run per line, wide lines cost most) takes ~85 % of a cover's time."""
@@ -78,10 +80,16 @@ class CoverReader:
                 return (boxes if boxes is None else tallest(boxes, options.max_lines)), seconds
 
         self.options = options
-        self.engine = TallestLines(det_limit_side_len=options.detector_side, det_limit_type=options.detector_side_rule,
-                                   use_cls=options.angle_classifier, text_score=options.min_confidence,
-                                   rec_batch_num=options.recognizer_batch, intra_op_num_threads=options.threads,
-                                   inter_op_num_threads=1, print_verbose=False)
+        self.engine = TallestLines(
+            det_limit_side_len=options.detector_side,
+            det_limit_type=options.detector_side_rule,
+            use_cls=options.angle_classifier,
+            text_score=options.min_confidence,
+            rec_batch_num=options.recognizer_batch,
+            intra_op_num_threads=options.threads,
+            inter_op_num_threads=1,
+            print_verbose=False,
+        )
 
     def read_pixels(self, rgb: np.ndarray) -> list[ReadLine]:
         """The lines of one RGB uint8 cover."""

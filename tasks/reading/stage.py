@@ -1,8 +1,8 @@
 """The read_covers stage: every cover image of the clean covers read once, on the data engine.
 
-One row per cover path (an image shelved in several folders is read once, by its content): its read text (lines joined top to bottom), each line with its
-confidence and box, the seconds it took, and the reason when the cover could not be read (a file
-that no longer decodes, the reader's own failure): recorded, never fatal. The stage reads the
+One row per cover path (an image shelved in several folders is read once, by its content): its read
+text (lines joined top to bottom), each line with its confidence and box, and the reason when the
+cover could not be read (a file that no longer decodes, the reader's own failure): recorded, never fatal. The stage reads the
 validated covers rather than the labeled ones, so a retrained classifier (new labels, same
 images) does not make DVC read twelve thousand covers again.
 """
@@ -63,14 +63,18 @@ def content_keys(paths: list[str]) -> list[str]:
     return keys
 
 
-def read_images(paths: list[str], options: ReadingSettings, engine: EngineSettings,
-                runtime: RuntimeSettings | None = None) -> pd.DataFrame:
+def read_images(
+    paths: list[str], options: ReadingSettings, engine: EngineSettings, runtime: RuntimeSettings | None = None
+) -> pd.DataFrame:
     """Every path's reading (each distinct image read once, on the engine when there are chunks enough);
     `image_path` as given, in order."""
     keys = content_keys(paths)
     first = pd.Series(range(len(paths))).groupby(keys).min().sort_values()  # each distinct image's first path
     unique = [os.path.abspath(paths[i]) for i in first]  # a worker's working directory may not be ours
-    chunks = [{"paths": unique[start:stop], "options": options.model_dump()} for start, stop in chunk_bounds(len(unique), engine.chunk_covers)]
+    chunks = [
+        {"paths": unique[start:stop], "options": options.model_dump()}
+        for start, stop in chunk_bounds(len(unique), engine.chunk_covers)
+    ]
     rows = [row for part in iter_chunks(read_chunk, chunks, engine, "read covers", runtime) for row in part]
     by_key = dict(zip(first.index, rows))
     frame = pd.DataFrame([by_key[key] for key in keys], columns=TEXT_COLUMNS)
@@ -81,11 +85,19 @@ def read_images(paths: list[str], options: ReadingSettings, engine: EngineSettin
 def reading_metrics(frame: pd.DataFrame, seconds: float, options: ReadingSettings, where: str) -> dict[str, object]:
     failed = frame["read_error"].notna()
     empty = (frame["text"].str.len() == 0) & ~failed
-    return {"covers": len(frame), "with_text": int((~failed & ~empty).sum()), "no_text": int(empty.sum()),
-            "failed": int(failed.sum()), "no_text_share": round(float(empty.mean()), 4) if len(frame) else 0.0,
-            "mean_lines": round(float(frame["lines"].map(len).mean()), 2) if len(frame) else 0.0,
-            "mean_chars": round(float(frame["text"].str.len().mean()), 1) if len(frame) else 0.0,
-            "seconds": round(seconds, 1), "reader": f"{READER_PACKAGE} {reader_version()} (PP-OCRv4)", "options": options.model_dump(), "engine": where}
+    return {
+        "covers": len(frame),
+        "with_text": int((~failed & ~empty).sum()),
+        "no_text": int(empty.sum()),
+        "failed": int(failed.sum()),
+        "no_text_share": round(float(empty.mean()), 4) if len(frame) else 0.0,
+        "mean_lines": round(float(frame["lines"].map(len).mean()), 2) if len(frame) else 0.0,
+        "mean_chars": round(float(frame["text"].str.len().mean()), 1) if len(frame) else 0.0,
+        "seconds": round(seconds, 1),
+        "reader": f"{READER_PACKAGE} {reader_version()} (PP-OCRv4)",
+        "options": options.model_dump(),
+        "engine": where,
+    }
 
 
 @task(name="read-covers", cache_policy=NO_CACHE)
@@ -103,16 +115,37 @@ def read_covers(settings: Settings) -> dict[str, object]:
     frame.to_parquet(partial, index=False)
     os.replace(partial, paths.cover_text)
     distinct = len(set(content_keys(images)))
-    metrics = {**reading_metrics(frame, seconds, settings.reading, describe(settings.engine, len(chunk_bounds(distinct, settings.engine.chunk_covers)))),
-               "distinct_images": distinct, "images_per_second": round(distinct / max(seconds, 1e-9), 1)}
+    metrics = {
+        **reading_metrics(
+            frame, seconds, settings.reading, describe(settings.engine, len(chunk_bounds(distinct, settings.engine.chunk_covers)))
+        ),
+        "distinct_images": distinct,
+        "images_per_second": round(distinct / max(seconds, 1e-9), 1),
+    }
     for reason in frame["read_error"].dropna().head(5):
         log.warning("a cover could not be read: %s", reason)
-    log.info("read %d covers (%d distinct images) in %.0f s (%.1f images/s, %s): %d with text, %d without, %d failed",
-             metrics["covers"], distinct, seconds, metrics["images_per_second"], metrics["engine"], metrics["with_text"],
-             metrics["no_text"], metrics["failed"])
+    log.info(
+        "read %d covers (%d distinct images) in %.0f s (%.1f images/s, %s): %d with text, %d without, %d failed",
+        metrics["covers"],
+        distinct,
+        seconds,
+        metrics["images_per_second"],
+        metrics["engine"],
+        metrics["with_text"],
+        metrics["no_text"],
+        metrics["failed"],
+    )
     metrics_file = write_json(paths.metrics_dir / "reading.json", metrics)
-    numbers = {key: float(metrics[key]) for key in ("covers", "distinct_images", "with_text", "no_text", "failed", "no_text_share",
-                                                    "images_per_second")}
-    metrics["mlflow_run_id"] = log_stage_run(settings.mlflow.experiment, "read-covers", {"clean_covers": paths.clean_covers},
-                                             numbers, [metrics_file], settings.data.source_label())
+    numbers = {
+        key: float(metrics[key])
+        for key in ("covers", "distinct_images", "with_text", "no_text", "failed", "no_text_share", "images_per_second")
+    }
+    metrics["mlflow_run_id"] = log_stage_run(
+        settings.mlflow.experiment,
+        "read-covers",
+        {"clean_covers": paths.clean_covers},
+        numbers,
+        [metrics_file],
+        settings.data.source_label(),
+    )
     return metrics

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 
 NGRAM_RANGE = (3, 4)  # 2-grams added nothing on the real test books (R@1/5/10 0.793/0.878/0.890 either way) and are the
-                     # longest posting lists: without them a query reads a fraction of the postings
+# longest posting lists: without them a query reads a fraction of the postings
 HASHED_FEATURES = 2**20
 _NOT_ALNUM = re.compile(r"[\W_]+", re.UNICODE)
 
@@ -39,8 +39,16 @@ def text_or_none(read_text: pd.Series) -> pd.Series:
 
 
 def _vectorizer() -> HashingVectorizer:
-    return HashingVectorizer(analyzer="char", ngram_range=NGRAM_RANGE, n_features=HASHED_FEATURES, alternate_sign=False,
-                             norm=None, lowercase=False, preprocessor=squeezed, dtype=np.float32)
+    return HashingVectorizer(
+        analyzer="char",
+        ngram_range=NGRAM_RANGE,
+        n_features=HASHED_FEATURES,
+        alternate_sign=False,
+        norm=None,
+        lowercase=False,
+        preprocessor=squeezed,
+        dtype=np.float32,
+    )
 
 
 def ngram_counts(texts: list[str]) -> sp.csr_matrix:

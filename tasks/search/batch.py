@@ -24,8 +24,24 @@ from tasks.search.queries import SearchInputError, read_cover
 
 log = logging.getLogger(__name__)
 
-OUTPUT_COLUMNS = ["query_row", "query", "rank", "score", "title", "author", "image", "genre", "matched", "clip_score",
-                  "text_score", "book_id", "query_genre", "identified_title", "identified_author", "error"]
+OUTPUT_COLUMNS = [
+    "query_row",
+    "query",
+    "rank",
+    "score",
+    "title",
+    "author",
+    "image",
+    "genre",
+    "matched",
+    "clip_score",
+    "text_score",
+    "book_id",
+    "query_genre",
+    "identified_title",
+    "identified_author",
+    "error",
+]
 
 
 class Searcher(Protocol):  # tasks/search/engine.py's CoverSearch
@@ -53,8 +69,10 @@ def read_batch(path: Path) -> BatchQueries:
         raise InputFileError(f"{path}: has both a title and an image column; one kind of query per file")
     kind = "title" if "title" in columns else "image" if "image" in columns else None
     if kind is None:
-        raise InputFileError(f"{path}: needs a 'title' column (title queries, optionally 'author') or an 'image' column "
-                             f"(cover queries, paths relative to the file); found {list(frame.columns)}")
+        raise InputFileError(
+            f"{path}: needs a 'title' column (title queries, optionally 'author') or an 'image' column "
+            f"(cover queries, paths relative to the file); found {list(frame.columns)}"
+        )
     frame = frame.rename(columns={columns[kind]: kind, **({columns["author"]: "author"} if "author" in columns else {})})
     return BatchQueries(frame, kind, path.parent)
 
@@ -76,12 +94,27 @@ def answer_rows(search: Searcher, queries: BatchQueries, row: int, k: int) -> li
             raise SearchInputError("the image cell is empty")
         result = search.by_cover(read_cover(queries.folder / image), k)
         query, query_genre, named = image, result.genres[0][0] if result.genres else "", result.identified
-    return [{"query_row": row, "query": query, "rank": rank, "score": round(hit.score, 6), "title": hit.title,
-             "author": hit.author, "image": hit.image_path, "genre": hit.genre, "matched": hit.matched,
-             "clip_score": round(hit.clip_score, 6), "text_score": round(hit.text_score, 6), "book_id": hit.book_id,
-             "query_genre": query_genre, "identified_title": named.title if named else "",
-             "identified_author": named.author if named else "", "error": ""}
-            for rank, hit in enumerate(result.hits, start=1)]
+    return [
+        {
+            "query_row": row,
+            "query": query,
+            "rank": rank,
+            "score": round(hit.score, 6),
+            "title": hit.title,
+            "author": hit.author,
+            "image": hit.image_path,
+            "genre": hit.genre,
+            "matched": hit.matched,
+            "clip_score": round(hit.clip_score, 6),
+            "text_score": round(hit.text_score, 6),
+            "book_id": hit.book_id,
+            "query_genre": query_genre,
+            "identified_title": named.title if named else "",
+            "identified_author": named.author if named else "",
+            "error": "",
+        }
+        for rank, hit in enumerate(result.hits, start=1)
+    ]
 
 
 def search_batch(search: Searcher, queries: BatchQueries, k: int, output: Path) -> dict[str, object]:

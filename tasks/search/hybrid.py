@@ -35,19 +35,30 @@ def why_found(in_text_top: bool, in_clip_top: bool) -> str:
     return "CLIP" if in_clip_top else "fused"
 
 
-def fused_candidates(vectors: NearestRows, vector: np.ndarray, text: np.ndarray | None, weight: float, k: int,
-                     candidates: int) -> list[Ranked]:
+def fused_candidates(
+    vectors: NearestRows, vector: np.ndarray, text: np.ndarray | None, weight: float, k: int, candidates: int
+) -> list[Ranked]:
     """The k best rows by fused score. Without read text (or at weight 0), CLIP's own ranking."""
     wanted = max(k, candidates)
     clip_rows, clip_scores = vectors.top(vector, wanted if text is not None and weight > 0 else k)
     if text is None or weight <= 0:
-        return [(int(r), float(s), float(s), 0.0 if text is None else float(text[r]), "CLIP")
-                for r, s in zip(clip_rows[:k], clip_scores[:k])]
+        return [
+            (int(r), float(s), float(s), 0.0 if text is None else float(text[r]), "CLIP")
+            for r, s in zip(clip_rows[:k], clip_scores[:k])
+        ]
     text_rows = best_rows(text, wanted)
     rows = np.union1d(clip_rows, text_rows)  # sorted: memory-mapped vectors are read in file order
     clip = np.asarray(vectors.matrix[rows]) @ np.asarray(vector, np.float32)
     scores = fused(clip, text[rows], weight)
     order = np.lexsort((rows, -scores))[:k]
     text_top, clip_top = set(text_rows[:k][text[text_rows[:k]] > 0].tolist()), set(clip_rows[:k].tolist())
-    return [(int(rows[i]), float(scores[i]), float(clip[i]), float(text[rows[i]]),
-             why_found(int(rows[i]) in text_top, int(rows[i]) in clip_top)) for i in order]
+    return [
+        (
+            int(rows[i]),
+            float(scores[i]),
+            float(clip[i]),
+            float(text[rows[i]]),
+            why_found(int(rows[i]) in text_top, int(rows[i]) in clip_top),
+        )
+        for i in order
+    ]

@@ -48,8 +48,10 @@ def open_text_matchers(folder: Path, hybrid: HybridSettings) -> tuple[TextMatche
     """(covers' read text, books' titles + authors), or (None, None) for an index built before reading covers."""
     if not ((folder / READ_TEXT).is_file() and (folder / BOOK_TEXT).is_file()):
         return None, None
-    return tuple(TextMatcher.from_counts(load_counts(folder / name), hybrid.common_ngram_share, hybrid.common_ngram_min)
-                 for name in (READ_TEXT, BOOK_TEXT))
+    return tuple(
+        TextMatcher.from_counts(load_counts(folder / name), hybrid.common_ngram_share, hybrid.common_ngram_min)
+        for name in (READ_TEXT, BOOK_TEXT)
+    )
 
 
 def validation_rows(books: pd.DataFrame, labeled_rows: int, settings: Settings) -> pd.DataFrame:
@@ -58,7 +60,9 @@ def validation_rows(books: pd.DataFrame, labeled_rows: int, settings: Settings) 
     return split_frame(with_splits(own, settings.clip.val_fraction, settings.clip.test_fraction), "val")
 
 
-def index_fusion(settings: Settings, folder: Path, bundle: ClipBundle, books: pd.DataFrame, labeled_rows: int) -> dict[str, object]:
+def index_fusion(
+    settings: Settings, folder: Path, bundle: ClipBundle, books: pd.DataFrame, labeled_rows: int
+) -> dict[str, object]:
     """The fusion weights for the index's CLIP, chosen on the validation books as the evaluate stage chooses them."""
     validation = validation_rows(books, labeled_rows, settings)
     if len(validation) < 2:
@@ -68,7 +72,16 @@ def index_fusion(settings: Settings, folder: Path, bundle: ClipBundle, books: pd
     chunk = settings.vector_index.chunk_rows
     images, captions = VectorFile(folder / "images.npy").take(rows, chunk), VectorFile(folder / "captions.npy").take(rows, chunk)
     accepted = accepted_genres(validation, load_category_mapping(settings.labeling.category_mapping)).tolist()
-    signals = book_signals(bundle, load_local_classifier(settings.paths.classifier_dir), validation, images, captions,
-                           settings.labeling.caption_template, settings.evaluate.zero_shot_template, accepted, settings.hybrid)
+    signals = book_signals(
+        bundle,
+        load_local_classifier(settings.paths.classifier_dir),
+        validation,
+        images,
+        captions,
+        settings.labeling.caption_template,
+        settings.evaluate.zero_shot_template,
+        accepted,
+        settings.hybrid,
+    )
     weights = chosen_weights(signals, settings.hybrid, settings.evaluate.recall_k)
     return {**weights, "chosen_on": f"{len(validation)} validation books"}
