@@ -209,7 +209,7 @@ def test_one_image_shelved_in_several_folders_is_read_once(
     original = CoverReader.read
     monkeypatch.setattr(CoverReader, "read", lambda self, source: reads.append(source) or original(self, source))
     frame = read_images([str(printed_covers[0]), str(printed_covers[1]), str(copy)], ReadingSettings(), IN_PROCESS)
-    assert len(reads) == 2 and frame["image_path"].tolist()[2] == str(copy)
+    assert len(reads) == 2 == frame.attrs["distinct_images"] and frame["image_path"].tolist()[2] == str(copy)
     assert frame["text"][2] == frame["text"][0] != ""
 
 

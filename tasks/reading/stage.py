@@ -79,6 +79,7 @@ def read_images(
     by_key = dict(zip(first.index, rows))
     frame = pd.DataFrame([by_key[key] for key in keys], columns=TEXT_COLUMNS)
     frame["image_path"] = paths
+    frame.attrs["distinct_images"] = len(unique)
     return frame
 
 
@@ -114,7 +115,7 @@ def read_covers(settings: Settings) -> dict[str, object]:
     partial = paths.cover_text.with_name(f".{paths.cover_text.name}.partial")
     frame.to_parquet(partial, index=False)
     os.replace(partial, paths.cover_text)
-    distinct = len(set(content_keys(images)))
+    distinct = int(frame.attrs["distinct_images"])  # the files were hashed once, by read_images
     metrics = {
         **reading_metrics(
             frame, seconds, settings.reading, describe(settings.engine, len(chunk_bounds(distinct, settings.engine.chunk_covers)))
